@@ -1,0 +1,185 @@
+//! The channel protocol shared by the relay (server side) and its producers (client side):
+//! constants, the line syntax `TAG SP MESSAGE LF`, tag validation and the batch encoder.
+//!
+//! The normative text is `docs/channel.md`; this module is its code. It does no I/O.
+
+use std::io::Write;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+/// Path of the batch endpoint, version 1.
+pub const BATCHES_PATH: &str = "/v1/batches";
+/// Header carrying the producer's idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Optional header carrying the number of lines in the batch.
+pub const EVENTS_HEADER: &str = "x-sluice-events";
+/// Content type of a decompressed batch body.
+pub const CONTENT_TYPE: &str = "application/x-sluice-lines";
+/// Longest tag accepted, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 128;
+
+/// Why a tag is not a Devo tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    #[error("tag is empty")]
+    Empty,
+    #[error("tag is longer than {MAX_TAG_BYTES} bytes")]
+    TooLong,
+    #[error("tag has {0} levels; Devo tags have 2 to 6")]
+    Levels(usize),
+    #[error("tag level {0} is empty")]
+    EmptyLevel(usize),
+    #[error("tag holds the byte {0:#04x}; only A-Z a-z 0-9 _ - and . are allowed")]
+    Byte(u8),
+}
+
+/// Checks that `tag` is a Devo tag: 2 to 6 dot-separated levels of `[A-Za-z0-9_-]`.
+pub fn validate_tag(tag: &[u8]) -> Result<(), TagError> {
+    if tag.is_empty() {
+        return Err(TagError::Empty);
+    }
+    if tag.len() > MAX_TAG_BYTES {
+        return Err(TagError::TooLong);
+    }
+    let mut levels = 0;
+    for (i, level) in tag.split(|&b| b == b'.').enumerate() {
+        levels += 1;
+        if level.is_empty() {
+            return Err(TagError::EmptyLevel(i + 1));
+        }
+        if let Some(&b) = level
+            .iter()
+            .find(|&&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return Err(TagError::Byte(b));
+        }
+    }
+    if !(2..=6).contains(&levels) {
+        return Err(TagError::Levels(levels));
+    }
+    Ok(())
+}
+
+/// Checks an idempotency key: 1 to 128 bytes of `[A-Za-z0-9._:-]`.
+pub fn validate_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_BYTES
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Builds one batch body: lines `TAG SP MESSAGE LF`, gzip-compressed as they are added, so
+/// the uncompressed batch never sits in memory whole.
+///
+/// The caller guarantees that messages hold no LF (processors escape or refuse them); the
+/// encoder does not check it again on the hot path, the relay does.
+pub struct BatchEncoder {
+    gz: GzEncoder<Vec<u8>>,
+    events: u64,
+    raw_bytes: u64,
+}
+
+impl BatchEncoder {
+    /// A new, empty batch compressed at `level` (0 = store, 1 = fastest … 9 = smallest).
+    pub fn new(level: u32) -> Self {
+        BatchEncoder {
+            gz: GzEncoder::new(
+                Vec::with_capacity(64 * 1024),
+                Compression::new(level.min(9)),
+            ),
+            events: 0,
+            raw_bytes: 0,
+        }
+    }
+
+    /// Appends one event. Writing into a `Vec` cannot fail, so neither can this.
+    pub fn push(&mut self, tag: &str, message: &[u8]) {
+        // Three writes into the compressor's own buffer: no per-event allocation.
+        let _ = self.gz.write_all(tag.as_bytes());
+        let _ = self.gz.write_all(b" ");
+        let _ = self.gz.write_all(message);
+        let _ = self.gz.write_all(b"\n");
+        self.events += 1;
+        self.raw_bytes += (tag.len() + message.len() + 2) as u64;
+    }
+
+    /// Number of events pushed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Uncompressed size of the lines pushed so far, in bytes.
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
+    }
+
+    /// True when nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    /// Finishes the gzip stream and returns the body.
+    pub fn finish(self) -> EncodedBatch {
+        let body = self.gz.finish().unwrap_or_default();
+        EncodedBatch {
+            body: bytes::Bytes::from(body),
+            events: self.events,
+            raw_bytes: self.raw_bytes,
+        }
+    }
+}
+
+/// A finished batch body, ready to POST.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    /// The gzip body.
+    pub body: bytes::Bytes,
+    /// Number of lines in it.
+    pub events: u64,
+    /// Uncompressed size in bytes.
+    pub raw_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn tags() {
+        assert!(validate_tag(b"cloud.aws.cloudtrail.events").is_ok());
+        assert!(validate_tag(b"my.app.a-b.c_d").is_ok());
+        assert_eq!(validate_tag(b"single"), Err(TagError::Levels(1)));
+        assert_eq!(validate_tag(b"a.b.c.d.e.f.g"), Err(TagError::Levels(7)));
+        assert_eq!(validate_tag(b"a..b"), Err(TagError::EmptyLevel(2)));
+        assert_eq!(validate_tag(b"a.b c"), Err(TagError::Byte(b' ')));
+        assert_eq!(validate_tag(b""), Err(TagError::Empty));
+    }
+
+    #[test]
+    fn keys() {
+        assert!(validate_idempotency_key("collector-1:42"));
+        assert!(!validate_idempotency_key(""));
+        assert!(!validate_idempotency_key("a b"));
+        assert!(!validate_idempotency_key(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn encoder_round_trip() {
+        let mut enc = BatchEncoder::new(1);
+        enc.push("my.app.test", b"hello");
+        enc.push("my.app.test", b"");
+        let batch = enc.finish();
+        assert_eq!(batch.events, 2);
+        let mut out = String::new();
+        flate2::read::MultiGzDecoder::new(&batch.body[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "my.app.test hello\nmy.app.test \n");
+        assert_eq!(batch.raw_bytes, out.len() as u64);
+    }
+}
