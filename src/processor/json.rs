@@ -1,0 +1,609 @@
+//! A byte-level JSON scanner: finds where a value ends and copies it compact (whitespace outside
+//! strings removed), without parsing it into a tree. Strings are skipped with `memchr`, so the
+//! bytes of a record are looked at about once.
+//!
+//! [`Scan`] is the state machine; it is fed chunks, so [`JsonReader`] can stream a
+//! `{"Records":[...]}` document of any size out of a `BufRead` holding one record at a time,
+//! and [`compact`] can work on a slice. The rest are slice helpers for records already cut out:
+//! field lookup ([`JsonFields`], [`find_member`]), string unescaping and escaping.
+//!
+//! It checks structure (brackets match, strings end, nesting ≤ 128) but not the grammar of
+//! numbers and literals: records are passed through byte-faithful, not validated.
+
+use std::borrow::Cow;
+use std::io::BufRead;
+
+use super::tag::FieldSource;
+use super::ProcessError;
+
+/// Deepest nesting accepted (serde_json's default too).
+const MAX_DEPTH: u32 = 128;
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+/// Outcome of feeding a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The chunk was used up; the value goes on.
+    More,
+    /// The value ended after this many bytes of the chunk.
+    Done(usize),
+}
+
+/// Scanner state for one value.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    started: bool,
+    scalar: bool,
+    in_str: bool,
+    esc: bool,
+    depth: u32,
+    /// Bit d set: the container at depth d+1 is an object.
+    objects: u128,
+    /// Bytes were left out because of the cap.
+    pub cut: bool,
+}
+
+impl Scan {
+    /// True when the value may end at the end of the data (a top-level scalar).
+    pub fn complete_at_eof(&self) -> bool {
+        self.started && self.scalar && !self.in_str && self.depth == 0
+    }
+
+    /// Scans `buf` (the value's next bytes; the first call starts at the value's first byte,
+    /// whitespace already skipped). With `copy`, appends the compact bytes to `out` while it
+    /// is shorter than `cap`. Errors give the position in `buf`.
+    pub fn feed(
+        &mut self,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+        copy: bool,
+        cap: usize,
+    ) -> Result<Step, (usize, &'static str)> {
+        let mut i = 0;
+        let mut seg = 0;
+        let len = buf.len();
+        let flush = |end: usize, seg: usize, out: &mut Vec<u8>, cut: &mut bool| {
+            if copy && end > seg {
+                let room = cap.saturating_sub(out.len());
+                let n = room.min(end - seg);
+                out.extend_from_slice(&buf[seg..seg + n]);
+                if n < end - seg {
+                    *cut = true;
+                }
+            }
+        };
+        if !self.started {
+            if len == 0 {
+                return Ok(Step::More);
+            }
+            self.started = true;
+            match buf[0] {
+                b'{' | b'[' | b'"' => {}
+                b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.scalar = true,
+                _ => return Err((0, "expected a JSON value")),
+            }
+        }
+        while i < len {
+            if self.in_str {
+                if self.esc {
+                    self.esc = false;
+                    i += 1;
+                    continue;
+                }
+                match memchr::memchr2(b'"', b'\\', &buf[i..]) {
+                    None => i = len,
+                    Some(j) => {
+                        i += j + 1;
+                        if buf[i - 1] == b'\\' {
+                            self.esc = true;
+                        } else {
+                            self.in_str = false;
+                            if self.depth == 0 {
+                                flush(i, seg, out, &mut self.cut);
+                                return Ok(Step::Done(i));
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            match buf[i] {
+                b'"' if self.scalar && self.depth == 0 => {
+                    flush(i, seg, out, &mut self.cut);
+                    return Ok(Step::Done(i));
+                }
+                b'"' => {
+                    self.in_str = true;
+                    i += 1;
+                }
+                b'{' | b'[' => {
+                    if self.scalar && self.depth == 0 {
+                        flush(i, seg, out, &mut self.cut);
+                        return Ok(Step::Done(i));
+                    }
+                    if self.depth >= MAX_DEPTH {
+                        return Err((i, "nested deeper than 128"));
+                    }
+                    let bit = 1u128 << self.depth;
+                    if buf[i] == b'{' {
+                        self.objects |= bit;
+                    } else {
+                        self.objects &= !bit;
+                    }
+                    self.depth += 1;
+                    i += 1;
+                }
+                b'}' | b']' => {
+                    if self.depth == 0 {
+                        // Ends a top-level scalar.
+                        flush(i, seg, out, &mut self.cut);
+                        return Ok(Step::Done(i));
+                    }
+                    self.depth -= 1;
+                    let is_obj = self.objects & (1u128 << self.depth) != 0;
+                    if is_obj != (buf[i] == b'}') {
+                        return Err((i, "mismatched bracket"));
+                    }
+                    i += 1;
+                    if self.depth == 0 {
+                        flush(i, seg, out, &mut self.cut);
+                        return Ok(Step::Done(i));
+                    }
+                }
+                b' ' | b'\n' | b'\r' | b'\t' => {
+                    flush(i, seg, out, &mut self.cut);
+                    if self.scalar && self.depth == 0 {
+                        return Ok(Step::Done(i));
+                    }
+                    i += 1;
+                    while i < len && is_ws(buf[i]) {
+                        i += 1;
+                    }
+                    seg = i;
+                }
+                b',' if self.depth == 0 => {
+                    flush(i, seg, out, &mut self.cut);
+                    return Ok(Step::Done(i));
+                }
+                _ => i += 1,
+            }
+        }
+        flush(len, seg, out, &mut self.cut);
+        Ok(Step::More)
+    }
+}
+
+/// Compacts the one JSON value at the start of `src` (after whitespace) into `out` (appended,
+/// at most `cap` bytes in all). Returns the bytes of `src` used and whether the cap cut it.
+pub(crate) fn compact(
+    src: &[u8],
+    out: &mut Vec<u8>,
+    cap: usize,
+) -> Result<(usize, bool), (usize, &'static str)> {
+    let start = src.iter().position(|&b| !is_ws(b)).unwrap_or(src.len());
+    if start == src.len() {
+        return Err((start, "no JSON value"));
+    }
+    let mut scan = Scan::default();
+    match scan.feed(&src[start..], out, true, cap) {
+        Ok(Step::Done(n)) => Ok((start + n, scan.cut)),
+        Ok(Step::More) if scan.complete_at_eof() => Ok((src.len(), scan.cut)),
+        Ok(Step::More) => Err((src.len(), "unexpected end inside a value")),
+        Err((i, why)) => Err((start + i, why)),
+    }
+}
+
+/// Streams JSON values out of a `BufRead`, counting the bytes it consumed.
+pub(crate) struct JsonReader<'r> {
+    input: &'r mut dyn BufRead,
+    /// Bytes consumed so far (the offset of errors).
+    pub offset: u64,
+}
+
+impl<'r> JsonReader<'r> {
+    pub fn new(input: &'r mut dyn BufRead) -> Self {
+        JsonReader { input, offset: 0 }
+    }
+
+    fn fill(&mut self) -> Result<&[u8], ProcessError> {
+        loop {
+            match self.input.fill_buf() {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(ProcessError::Read {
+                        offset: self.offset,
+                        source,
+                    })
+                }
+            }
+        }
+        self.input.fill_buf().map_err(|source| ProcessError::Read {
+            offset: self.offset,
+            source,
+        })
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.input.consume(n);
+        self.offset += n as u64;
+    }
+
+    /// An error at the current offset.
+    pub fn error(&self, reason: &'static str) -> ProcessError {
+        ProcessError::Json {
+            offset: self.offset,
+            reason,
+        }
+    }
+
+    /// Skips whitespace and returns the next byte without consuming it (`None` at the end).
+    pub fn peek(&mut self) -> Result<Option<u8>, ProcessError> {
+        loop {
+            let buf = self.fill()?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            match buf.iter().position(|&b| !is_ws(b)) {
+                Some(i) => {
+                    let b = buf[i];
+                    self.consume(i);
+                    return Ok(Some(b));
+                }
+                None => {
+                    let n = buf.len();
+                    self.consume(n);
+                }
+            }
+        }
+    }
+
+    /// Consumes one byte (the one `peek` returned).
+    pub fn bump(&mut self) {
+        self.consume(1);
+    }
+
+    /// Consumes `b` after optional whitespace, or fails with `reason`.
+    pub fn expect(&mut self, b: u8, reason: &'static str) -> Result<(), ProcessError> {
+        match self.peek()? {
+            Some(c) if c == b => {
+                self.bump();
+                Ok(())
+            }
+            _ => Err(self.error(reason)),
+        }
+    }
+
+    /// Reads the next value (after whitespace). With `copy`, appends it compact to `out` up to
+    /// `cap` bytes in all and returns whether it was cut; without, only skips it.
+    pub fn value(
+        &mut self,
+        out: &mut Vec<u8>,
+        copy: bool,
+        cap: usize,
+    ) -> Result<bool, ProcessError> {
+        if self.peek()?.is_none() {
+            return Err(self.error("expected a JSON value, found the end of the data"));
+        }
+        let mut scan = Scan::default();
+        loop {
+            let offset = self.offset;
+            let buf = self.fill()?;
+            if buf.is_empty() {
+                if scan.complete_at_eof() {
+                    return Ok(scan.cut);
+                }
+                return Err(self.error("unexpected end of data inside a value"));
+            }
+            match scan.feed(buf, out, copy, cap) {
+                Ok(Step::More) => {
+                    let n = buf.len();
+                    self.consume(n);
+                }
+                Ok(Step::Done(n)) => {
+                    self.consume(n);
+                    return Ok(scan.cut);
+                }
+                Err((i, reason)) => {
+                    return Err(ProcessError::Json {
+                        offset: offset + i as u64,
+                        reason,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Index just past the value starting at `s[i]` (no leading whitespace), for compact slices.
+fn value_end(s: &[u8], i: usize) -> Option<usize> {
+    let mut scan = Scan::default();
+    match scan.feed(&s[i..], &mut Vec::new(), false, 0) {
+        Ok(Step::Done(n)) => Some(i + n),
+        Ok(Step::More) if scan.complete_at_eof() => Some(s.len()),
+        _ => None,
+    }
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_ws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// The raw value of member `key` of the JSON object `obj` (top level only), if any. `key` is
+/// compared with the raw (still escaped) member names.
+pub(crate) fn find_member<'a>(obj: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut i = skip_ws(obj, 0);
+    if obj.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(obj, i);
+        if obj.get(i) != Some(&b'"') {
+            return None;
+        }
+        let name_end = value_end(obj, i)?;
+        let name = &obj[i + 1..name_end - 1];
+        i = skip_ws(obj, name_end);
+        if obj.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(obj, i + 1);
+        let end = value_end(obj, i)?;
+        if name == key {
+            return Some(&obj[i..end]);
+        }
+        i = skip_ws(obj, end);
+        match obj.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The raw value at a dotted path (`userIdentity.accountId`).
+pub(crate) fn find_path<'a>(obj: &'a [u8], path: &str) -> Option<&'a [u8]> {
+    let mut cur = obj;
+    for part in path.split('.') {
+        cur = find_member(cur, part.as_bytes())?;
+    }
+    Some(cur)
+}
+
+/// A raw JSON value as tag or event text: strings unescaped, other values as they are.
+pub(crate) fn value_text(raw: &[u8]) -> Cow<'_, str> {
+    if raw.first() == Some(&b'"') && raw.len() >= 2 {
+        let inner = &raw[1..raw.len() - 1];
+        if memchr::memchr(b'\\', inner).is_none() {
+            return String::from_utf8_lossy(inner);
+        }
+        let mut out = Vec::with_capacity(inner.len());
+        unescape(inner, &mut out);
+        return Cow::Owned(String::from_utf8_lossy(&out).into_owned());
+    }
+    String::from_utf8_lossy(raw)
+}
+
+/// Record fields of a compact JSON object, for tag templates.
+pub(crate) struct JsonFields<'a>(pub &'a [u8]);
+
+impl FieldSource for JsonFields<'_> {
+    fn field(&self, path: &str) -> Option<Cow<'_, str>> {
+        json_field(self.0, path)
+    }
+}
+
+/// The scalar at `path` in the JSON object `rec`, as text (objects, arrays and null: `None`).
+pub(crate) fn json_field<'a>(rec: &'a [u8], path: &str) -> Option<Cow<'a, str>> {
+    let raw = find_path(rec, path)?;
+    match raw.first() {
+        Some(b'{') | Some(b'[') | None => None,
+        Some(b'n') if raw == b"null" => None,
+        _ => Some(value_text(raw)),
+    }
+}
+
+fn hex(b: u8) -> Option<u32> {
+    (b as char).to_digit(16)
+}
+
+fn hex4(s: &[u8]) -> Option<u32> {
+    if s.len() < 4 {
+        return None;
+    }
+    let mut v = 0;
+    for &b in &s[..4] {
+        v = v * 16 + hex(b)?;
+    }
+    Some(v)
+}
+
+/// Appends the unescaped content of a JSON string body (without quotes) to `out`. Bad escapes
+/// are kept as written; lone surrogates become U+FFFD.
+pub(crate) fn unescape(s: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(j) = memchr::memchr(b'\\', &s[i..]) {
+        out.extend_from_slice(&s[i..i + j]);
+        i += j;
+        let Some(&c) = s.get(i + 1) else {
+            out.push(b'\\');
+            return;
+        };
+        i += 2;
+        let simple = match c {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            b'/' => Some(b'/'),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(b) = simple {
+            out.push(b);
+            continue;
+        }
+        if c != b'u' {
+            out.extend_from_slice(&[b'\\', c]);
+            continue;
+        }
+        let Some(hi) = hex4(&s[i..]) else {
+            out.extend_from_slice(b"\\u");
+            continue;
+        };
+        i += 4;
+        let ch = if (0xd800..0xdc00).contains(&hi) {
+            let lo = if s.get(i) == Some(&b'\\') && s.get(i + 1) == Some(&b'u') {
+                hex4(&s[i + 2..]).filter(|lo| (0xdc00..0xe000).contains(lo))
+            } else {
+                None
+            };
+            match lo {
+                Some(lo) => {
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))
+                }
+                None => None,
+            }
+        } else {
+            char::from_u32(hi)
+        };
+        let ch = ch.unwrap_or('\u{FFFD}');
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    }
+    out.extend_from_slice(&s[i..]);
+}
+
+/// Appends `s` as a JSON string literal (quotes included). Bytes ≥ 0x80 are copied as they are
+/// (the emitter fixes invalid UTF-8 afterwards).
+pub(crate) fn write_json_string(s: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(format!("\\u{:04x}", b).as_bytes());
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compact_str(s: &str) -> Result<(String, usize), &'static str> {
+        let mut out = Vec::new();
+        compact(s.as_bytes(), &mut out, usize::MAX)
+            .map(|(n, _)| (String::from_utf8(out).unwrap(), n))
+            .map_err(|(_, why)| why)
+    }
+
+    #[test]
+    fn compacts_outside_strings_only() {
+        let (c, n) =
+            compact_str(" {\n  \"a b\" : [ 1 , true,\t\"x\\\" y\" ] ,\"c\":{}}  tail").unwrap();
+        assert_eq!(c, r#"{"a b":[1,true,"x\" y"],"c":{}}"#);
+        assert_eq!(n, 43);
+        assert_eq!(compact_str("12.5e3 ").unwrap().0, "12.5e3");
+        assert_eq!(compact_str("null").unwrap().0, "null");
+        assert_eq!(compact_str("\"s\\\\\"x").unwrap().0, "\"s\\\\\"");
+    }
+
+    #[test]
+    fn structural_errors() {
+        assert_eq!(
+            compact_str("{\"a\":1"),
+            Err("unexpected end inside a value")
+        );
+        assert_eq!(compact_str("{\"a\":1]"), Err("mismatched bracket"));
+        assert_eq!(compact_str("}"), Err("expected a JSON value"));
+        assert_eq!(compact_str("\"abc"), Err("unexpected end inside a value"));
+        let deep = "[".repeat(129);
+        assert_eq!(compact_str(&deep), Err("nested deeper than 128"));
+    }
+
+    #[test]
+    fn cap_cuts_and_flags() {
+        let mut out = Vec::new();
+        let (n, cut) = compact(b"{ \"abc\": 1 }", &mut out, 5).unwrap();
+        assert_eq!((out.as_slice(), n, cut), (&b"{\"abc"[..], 12, true));
+    }
+
+    #[test]
+    fn reader_streams_values_across_tiny_buffers() {
+        let data = b" {\"a\" : [1, 2]}\n\"s\" 42 ";
+        let mut input = std::io::BufReader::with_capacity(2, &data[..]);
+        let mut r = JsonReader::new(&mut input);
+        let mut out = Vec::new();
+        let mut got = Vec::new();
+        while r.peek().unwrap().is_some() {
+            out.clear();
+            r.value(&mut out, true, 100).unwrap();
+            got.push(String::from_utf8(out.clone()).unwrap());
+        }
+        assert_eq!(got, vec![r#"{"a":[1,2]}"#, "\"s\"", "42"]);
+        assert_eq!(r.offset, data.len() as u64);
+    }
+
+    #[test]
+    fn reader_reports_the_offset_of_errors() {
+        let data = b"{\"a\":1}{\"b\":[}";
+        let mut input = &data[..];
+        let mut r = JsonReader::new(&mut input);
+        let mut out = Vec::new();
+        r.value(&mut out, true, 100).unwrap();
+        match r.value(&mut out, true, 100) {
+            Err(ProcessError::Json { offset, reason }) => {
+                assert_eq!((offset, reason), (13, "mismatched bracket"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn field_lookup() {
+        let rec = br#"{"a":"x\"y","n":12,"o":{"p":"q","r":null},"l":[1],"u":"\u00e9\ud83d\ude00"}"#;
+        let f = JsonFields(rec);
+        assert_eq!(f.field("a").unwrap(), "x\"y");
+        assert_eq!(f.field("n").unwrap(), "12");
+        assert_eq!(f.field("o.p").unwrap(), "q");
+        assert_eq!(f.field("o.r"), None);
+        assert_eq!(f.field("l"), None);
+        assert_eq!(f.field("zz"), None);
+        assert_eq!(f.field("u").unwrap(), "é😀");
+        assert_eq!(find_member(rec, b"l"), Some(&b"[1]"[..]));
+    }
+
+    #[test]
+    fn string_round_trip() {
+        let mut out = Vec::new();
+        write_json_string(b"a\"b\\c\nd\x01", &mut out);
+        assert_eq!(out, b"\"a\\\"b\\\\c\\nd\\u0001\"");
+        let mut back = Vec::new();
+        unescape(&out[1..out.len() - 1], &mut back);
+        assert_eq!(back, b"a\"b\\c\nd\x01");
+    }
+}
