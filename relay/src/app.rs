@@ -1,0 +1,116 @@
+//! Wires the relay together: opens the spool, starts one delivery task per output, binds the
+//! channel listener and runs until asked to stop; then stops accepting, lets in-flight
+//! requests finish, lets outputs finish the batch they hold and closes the spool.
+//!
+//! It parses no config (config.rs) and installs no signal handler (main.rs), so tests can run
+//! a whole relay inside their own process.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::ingest::{self, IngestError, Listener, State};
+use crate::metrics::Metrics;
+use crate::output::{self, OutputError};
+use crate::spool::{Spool, SpoolError};
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("output {name}: {source}")]
+    Output { name: String, source: OutputError },
+}
+
+/// A relay that is listening.
+pub struct Running {
+    /// The bound address (`ip:port` or `unix:/path`).
+    pub address: String,
+    pub metrics: Arc<Metrics>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the relay has stopped (after `stop` was cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts a relay; it runs until `stop` is cancelled.
+pub async fn start(settings: Settings, stop: CancellationToken) -> Result<Running, StartError> {
+    let names: Vec<String> = settings.outputs.iter().map(|o| o.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&names));
+    let spool = Spool::open(&settings.spool, &names, metrics.clone())?;
+
+    let outputs_stop = CancellationToken::new();
+    let mut outputs = Vec::new();
+    for o in &settings.outputs {
+        let reader = spool.reader(&o.name);
+        let handle = output::spawn(o.clone(), reader, metrics.clone(), outputs_stop.clone())
+            .map_err(|source| StartError::Output {
+                name: o.name.clone(),
+                source,
+            });
+        match handle {
+            Ok(h) => outputs.push(h),
+            Err(e) => {
+                outputs_stop.cancel();
+                spool.shutdown().await;
+                return Err(e);
+            }
+        }
+    }
+
+    let listener = match Listener::bind(&settings.listen.address).await {
+        Ok(l) => l,
+        Err(e) => {
+            outputs_stop.cancel();
+            spool.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let address = listener.local_address();
+    if let Some(path) = &settings.listen.address_file {
+        ingest::write_address_file(path, &address)?;
+    }
+    tracing::info!(%address, outputs = names.len(), "relay listening");
+
+    let state = Arc::new(State {
+        spool: spool.clone(),
+        limits: settings.limits,
+        token: settings.listen.token.clone(),
+        metrics: metrics.clone(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let grace = settings.listen.shutdown_timeout;
+    let task = tokio::spawn(async move {
+        ingest::serve(listener, state, stop, grace).await;
+        tracing::info!("listener closed; stopping outputs");
+        outputs_stop.cancel();
+        let all = futures_join(outputs);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                "outputs did not stop within {grace:?}; undelivered batches stay in the spool"
+            );
+        }
+        spool.shutdown().await;
+        tracing::info!("relay stopped");
+    });
+    Ok(Running {
+        address,
+        metrics,
+        task,
+    })
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}

@@ -1,0 +1,471 @@
+//! The channel's server side (docs/channel.md): an HTTP/1.1 listener on TCP or a unix socket
+//! that checks each `POST /v1/batches` (token, idempotency key, gzip, line rules, caps), stores
+//! it in the spool and answers only once it is durable; plus `GET /health`, `/ready` and
+//! `/metrics`.
+//!
+//! It never waits for delivery: outputs read the spool on their own. On shutdown it stops
+//! accepting, lets in-flight requests finish (new ones get 503) and returns.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::batch::{self, BatchError, DecodeLimits};
+use crate::config::{Limits, ListenAddress};
+use crate::metrics::{Metrics, Refusal};
+use crate::protocol::{validate_idempotency_key, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER};
+use crate::spool::{AppendError, Appended, Spool};
+
+/// Errors of the listener itself (not of a request).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write the bound address to {path}: {source}")]
+    AddressFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What every request handler shares.
+pub struct State {
+    pub spool: Spool,
+    pub limits: Limits,
+    pub token: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub shutting_down: AtomicBool,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn json(status: StatusCode, body: serde_json::Value) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+    json(status, serde_json::json!({ "error": message.into() }))
+}
+
+fn busy(status: StatusCode, message: &str, retry_after: u64) -> Answer {
+    let mut r = error(status, message);
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    r
+}
+
+/// Compares secrets without stopping at the first difference.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl State {
+    fn refuse(&self, why: Refusal, status: StatusCode, message: impl Into<String>) -> Answer {
+        self.metrics.refused(why);
+        let message = message.into();
+        tracing::debug!(status = status.as_u16(), %message, "batch refused");
+        error(status, message)
+    }
+
+    /// Routes one request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+        let path = req.uri().path().to_string();
+        Ok(match (req.method(), path.as_str()) {
+            (&Method::POST, BATCHES_PATH) => self.post_batch(req).await,
+            (&Method::GET, "/health") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+            (&Method::GET, "/ready") => self.ready(),
+            (&Method::GET, "/metrics") => {
+                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            (_, BATCHES_PATH | "/health" | "/ready" | "/metrics") => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => error(StatusCode::NOT_FOUND, format!("no such path {path:?}")),
+        })
+    }
+
+    fn ready(&self) -> Answer {
+        let retry = self.spool.retry_after_secs();
+        if self.shutting_down.load(Ordering::Relaxed) {
+            busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down", retry)
+        } else if !self.spool.has_room(self.limits.max_body_bytes.min(1 << 20)) {
+            busy(StatusCode::SERVICE_UNAVAILABLE, "spool full", retry)
+        } else {
+            json(StatusCode::OK, serde_json::json!({"status": "ready"}))
+        }
+    }
+
+    async fn post_batch(&self, req: Request<Incoming>) -> Answer {
+        let headers = req.headers();
+        if let Some(token) = &self.token {
+            let given = headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            match given {
+                Some(g) if same_secret(g, token.as_bytes()) => {}
+                Some(_) => {
+                    return self.refuse(
+                        Refusal::Unauthorized,
+                        StatusCode::UNAUTHORIZED,
+                        "wrong token",
+                    )
+                }
+                None => {
+                    return self.refuse(
+                        Refusal::Unauthorized,
+                        StatusCode::UNAUTHORIZED,
+                        "missing Authorization: Bearer token",
+                    )
+                }
+            }
+        }
+        let key = match headers.get(IDEMPOTENCY_HEADER).map(|v| v.to_str()) {
+            Some(Ok(k)) if validate_idempotency_key(k) => k.to_string(),
+            Some(_) => {
+                return self.refuse(
+                    Refusal::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    "bad Idempotency-Key: 1 to 128 bytes of [A-Za-z0-9._:-]",
+                )
+            }
+            None => {
+                return self.refuse(
+                    Refusal::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    "missing Idempotency-Key",
+                )
+            }
+        };
+        let gzip = headers
+            .get(CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+        if !gzip {
+            return self.refuse(
+                Refusal::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "Content-Encoding must be gzip",
+            );
+        }
+        let declared_events = match headers.get(EVENTS_HEADER).map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(v)) => match v.trim().parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return self.refuse(
+                        Refusal::BadRequest,
+                        StatusCode::BAD_REQUEST,
+                        "X-Sluice-Events is not a number",
+                    )
+                }
+            },
+            Some(Err(_)) => {
+                return self.refuse(
+                    Refusal::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    "X-Sluice-Events is not a number",
+                )
+            }
+        };
+        let max_body = self.limits.max_body_bytes;
+        if self.shutting_down.load(Ordering::Relaxed) {
+            self.metrics.refused(Refusal::Unavailable);
+            return busy(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down",
+                self.spool.retry_after_secs(),
+            );
+        }
+        let body = match read_body(req.into_body(), max_body).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return self.refuse(
+                    Refusal::TooLarge,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body over limits.max_body_bytes ({max_body})"),
+                );
+            }
+            Err(BodyError::Read(e)) => {
+                return self.refuse(
+                    Refusal::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    format!("body could not be read: {e}"),
+                );
+            }
+        };
+        if let Some(events) = self.spool.lookup(&key) {
+            self.metrics.batches_duplicate.inc();
+            return json(
+                StatusCode::OK,
+                serde_json::json!({"events": events, "duplicate": true}),
+            );
+        }
+        let limits = DecodeLimits {
+            max_batch_bytes: self.limits.max_batch_bytes,
+            max_event_bytes: self.limits.max_event_bytes,
+        };
+        // Inflating and checking is CPU work: keep it off the I/O threads.
+        let checked = {
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || batch::check(&body, limits)).await
+        };
+        let checked = match checked {
+            Ok(Ok(c)) => c,
+            Ok(Err(BatchError::Malformed(m))) => {
+                return self.refuse(Refusal::BadRequest, StatusCode::BAD_REQUEST, m)
+            }
+            Ok(Err(BatchError::TooLarge(m))) => {
+                return self.refuse(Refusal::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, m)
+            }
+            Err(e) => {
+                return self.refuse(
+                    Refusal::Internal,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("check failed: {e}"),
+                )
+            }
+        };
+        if let Some(n) = declared_events {
+            if n != checked.events {
+                return self.refuse(
+                    Refusal::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "X-Sluice-Events says {n} but the body holds {} lines",
+                        checked.events
+                    ),
+                );
+            }
+        }
+        let size = body.len() as u64;
+        match self.spool.append(&key, checked.events, body).await {
+            Ok(Appended::Stored) => {
+                self.metrics.batches_accepted.inc();
+                self.metrics.events_accepted.add(checked.events);
+                self.metrics.bytes_accepted.add(size);
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"events": checked.events, "duplicate": false}),
+                )
+            }
+            Ok(Appended::Duplicate { events }) => {
+                self.metrics.batches_duplicate.inc();
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"events": events, "duplicate": true}),
+                )
+            }
+            Err(AppendError::Full { retry_after_secs }) => {
+                self.metrics.refused(Refusal::SpoolFull);
+                busy(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "spool full",
+                    retry_after_secs,
+                )
+            }
+            Err(AppendError::TooLarge(n)) => self.refuse(
+                Refusal::TooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("batch of {n} bytes cannot fit spool.max_bytes"),
+            ),
+            Err(e @ (AppendError::Io(_) | AppendError::Closed)) => {
+                tracing::error!(error = %e, "batch not stored");
+                self.metrics.refused(Refusal::Unavailable);
+                busy(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &e.to_string(),
+                    self.spool.retry_after_secs(),
+                )
+            }
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Past the cap, this much more is read and thrown away so the producer gets a clean 413
+/// instead of a reset connection; beyond it the connection is dropped.
+const DRAIN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Reads a body of at most `max` bytes; a larger one is drained (bounded) and refused.
+async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen <= max {
+                buf.extend_from_slice(&data);
+            } else {
+                buf = bytes::BytesMut::new();
+                if seen > max + DRAIN_BYTES {
+                    break;
+                }
+            }
+        }
+    }
+    if seen > max {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(buf.freeze())
+}
+
+/// A bound listener.
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `address`; a stale unix socket file is replaced.
+    pub async fn bind(address: &ListenAddress) -> Result<Listener, IngestError> {
+        let bind_err = |source| IngestError::Bind {
+            address: address.to_string(),
+            source,
+        };
+        match address {
+            ListenAddress::Tcp(a) => Ok(Listener::Tcp(
+                tokio::net::TcpListener::bind(a).await.map_err(bind_err)?,
+            )),
+            ListenAddress::Unix(p) => {
+                if let Some(parent) = p.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(bind_err(e)),
+                }
+                Ok(Listener::Unix(
+                    tokio::net::UnixListener::bind(p).map_err(bind_err)?,
+                    p.clone(),
+                ))
+            }
+        }
+    }
+
+    /// The bound address, as written to `listen.address_file`.
+    pub fn local_address(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+}
+
+/// Writes `text` to `path` atomically (temporary file, then rename).
+pub fn write_address_file(path: &std::path::Path, text: &str) -> Result<(), IngestError> {
+    let err = |source| IngestError::AddressFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, format!("{text}\n")).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Serves `listener` until `stop` is cancelled, then waits (at most `grace`) for in-flight
+/// requests.
+pub async fn serve(
+    listener: Listener,
+    state: Arc<State>,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = accept(&listener) => r,
+        };
+        match accepted {
+            Ok(io) => {
+                let state = state.clone();
+                let stop = stop.clone();
+                tracker.spawn(serve_connection(io, state, stop));
+            }
+            Err(e) => {
+                // EMFILE and friends: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    state.shutting_down.store(true, Ordering::Relaxed);
+    if let Listener::Unix(_, p) = &listener {
+        let _ = std::fs::remove_file(p);
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown: in-flight requests still running after {grace:?}; leaving them");
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+async fn accept(listener: &Listener) -> std::io::Result<Box<dyn Io>> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok(Box::new(s))
+        }
+        Listener::Unix(l, _) => {
+            let (s, _) = l.accept().await?;
+            Ok(Box::new(s))
+        }
+    }
+}
+
+async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: CancellationToken) {
+    let service = hyper::service::service_fn(move |req| state.clone().handle(req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "channel connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            // Finish the request in flight, then close instead of keeping alive.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
