@@ -1,11 +1,22 @@
 //! Decompress stage: picks the codec of an object by its magic bytes (not its name) and wraps
-//! the byte stream in the matching streaming decoder.
+//! the byte stream in the matching streaming decoder: gzip (every member), zlib, zstd (every
+//! frame), bzip2 (every stream), framed snappy, or none.
 //!
-//! Works on blocking readers; never buffers a whole object. It does not split or decode text.
+//! Order of decision: `force_gzip` (the Devo parameter `compressed_events`) wins; then the magic
+//! bytes; only when they say "plain" does a known `Content-Encoding` choose the codec (S3 hands
+//! objects over as stored, so magic bytes are the better witness, and some uploaders set
+//! encodings such as `aws-chunked` that mean nothing here). Parquet (`PAR1`) passes through as
+//! plain bytes: the processor recognises it.
+//!
+//! Decoder errors are I/O errors that name the codec and the compressed byte offset, so a
+//! truncated gzip or garbage after a member reads as such. Works on blocking readers; never
+//! buffers a whole object. It does not split or decode text.
 
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::bufread::{MultiGzDecoder, ZlibDecoder};
 
 /// Read buffer of the decoders, in bytes.
 const BUF_BYTES: usize = 64 * 1024;
@@ -17,6 +28,14 @@ pub enum Codec {
     Plain,
     /// gzip, one or several members.
     Gzip,
+    /// zlib (RFC 1950), e.g. Imperva payloads.
+    Zlib,
+    /// zstd, one or several frames.
+    Zstd,
+    /// bzip2, one or several streams.
+    Bzip2,
+    /// Snappy framing format (`sNaPpY` stream identifier).
+    Snappy,
 }
 
 impl Codec {
@@ -25,7 +44,27 @@ impl Codec {
         match self {
             Codec::Plain => "plain",
             Codec::Gzip => "gzip",
+            Codec::Zlib => "zlib",
+            Codec::Zstd => "zstd",
+            Codec::Bzip2 => "bzip2",
+            Codec::Snappy => "snappy",
         }
+    }
+
+    /// The codec a `Content-Encoding` value names, if any (`identity` and unknown values:
+    /// none). For a list, the first known entry.
+    pub fn from_content_encoding(value: &str) -> Option<Codec> {
+        value
+            .split(',')
+            .map(|v| v.trim().to_ascii_lowercase())
+            .find_map(|v| match v.as_str() {
+                "gzip" | "x-gzip" => Some(Codec::Gzip),
+                "deflate" | "zlib" => Some(Codec::Zlib),
+                "zstd" => Some(Codec::Zstd),
+                "bzip2" | "x-bzip2" => Some(Codec::Bzip2),
+                "snappy" | "x-snappy-framed" => Some(Codec::Snappy),
+                _ => None,
+            })
     }
 }
 
@@ -45,16 +84,31 @@ pub enum DecompressError {
     Read(#[from] std::io::Error),
 }
 
-/// Finds the codec from the first bytes of an object.
+/// Finds the codec from the first bytes of an object (at least 10 bytes when available).
 pub fn sniff(prefix: &[u8]) -> Codec {
+    const SNAPPY: &[u8] = b"\xff\x06\x00\x00sNaPpY";
     if prefix.starts_with(&[0x1f, 0x8b]) {
         Codec::Gzip
+    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Codec::Zstd
+    } else if prefix.len() >= 4 && prefix.starts_with(b"BZh") && (b'1'..=b'9').contains(&prefix[3])
+    {
+        Codec::Bzip2
+    } else if prefix.starts_with(SNAPPY) {
+        Codec::Snappy
+    } else if prefix.len() >= 2
+        && prefix[0] == 0x78
+        && [0x01, 0x5e, 0x9c, 0xda].contains(&prefix[1])
+    {
+        // The four zlib headers encoders write (32 KiB window, each compression level). Other
+        // valid CMF/FLG pairs are printable text ("HK…") and would misread plain objects.
+        Codec::Zlib
     } else {
         Codec::Plain
     }
 }
 
-/// Wraps `input` in the decoder its first bytes call for.
+/// Wraps `input` in the decoder its first bytes (or the hints) call for.
 pub fn open<'a>(
     input: Box<dyn BufRead + Send + 'a>,
     hints: &Hints,
@@ -63,22 +117,109 @@ pub fn open<'a>(
     let codec = if hints.force_gzip {
         Codec::Gzip
     } else {
-        sniff(input.fill_buf()?)
+        let prefix = first_bytes(&mut input)?;
+        match sniff(prefix) {
+            Codec::Plain => hints
+                .content_encoding
+                .as_deref()
+                .and_then(Codec::from_content_encoding)
+                .unwrap_or(Codec::Plain),
+            codec => codec,
+        }
     };
-    let reader: Box<dyn BufRead + Send + 'a> = match codec {
-        Codec::Plain => input,
-        Codec::Gzip => Box::new(BufReader::with_capacity(
-            BUF_BYTES,
-            MultiGzDecoder::new(input),
-        )),
+    if codec == Codec::Plain {
+        return Ok((codec, input));
+    }
+    let consumed = Arc::new(AtomicU64::new(0));
+    let counted = Counted {
+        inner: input,
+        consumed: consumed.clone(),
     };
-    Ok((codec, reader))
+    let decoder: Box<dyn Read + Send + 'a> = match codec {
+        Codec::Plain => unreachable!("returned above"),
+        Codec::Gzip => Box::new(MultiGzDecoder::new(counted)),
+        Codec::Zlib => Box::new(ZlibDecoder::new(counted)),
+        Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(counted)?),
+        Codec::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(counted)),
+        Codec::Snappy => Box::new(snap::read::FrameDecoder::new(counted)),
+    };
+    let reader = Labelled {
+        inner: decoder,
+        codec,
+        consumed,
+    };
+    Ok((codec, Box::new(BufReader::with_capacity(BUF_BYTES, reader))))
+}
+
+/// The first buffer of the object (sniffing looks at most at 10 bytes; readers buffer KiBs).
+fn first_bytes<'b>(input: &'b mut Box<dyn BufRead + Send + '_>) -> io::Result<&'b [u8]> {
+    loop {
+        match input.fill_buf() {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    input.fill_buf()
+}
+
+/// Counts the compressed bytes the decoder consumed, for error messages.
+struct Counted<R> {
+    inner: R,
+    consumed: Arc<AtomicU64>,
+}
+
+impl<R: BufRead> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.consumed.fetch_add(amt as u64, Ordering::Relaxed);
+        self.inner.consume(amt)
+    }
+}
+
+/// Names the codec and the compressed offset in decoder errors, and turns a decoder's early
+/// end-of-data into an `UnexpectedEof` that says the object is truncated.
+struct Labelled<R> {
+    inner: R,
+    codec: Codec,
+    consumed: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Labelled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let at = self.consumed.load(Ordering::Relaxed);
+            let kind = e.kind();
+            let what = if kind == io::ErrorKind::UnexpectedEof {
+                "truncated data"
+            } else {
+                "corrupt data"
+            };
+            io::Error::new(
+                kind,
+                format!(
+                    "{}: {what} near compressed byte {at}: {e}",
+                    self.codec.name()
+                ),
+            )
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Write;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -86,23 +227,134 @@ mod tests {
         enc.finish().unwrap()
     }
 
+    fn read_all(data: &[u8], hints: &Hints) -> (Codec, io::Result<Vec<u8>>) {
+        let (codec, mut r) = open(Box::new(data), hints).unwrap();
+        let mut out = Vec::new();
+        let res = r.read_to_end(&mut out).map(|_| out);
+        (codec, res)
+    }
+
     #[test]
     fn multi_member_gzip() {
         let mut data = gzip(b"one\n");
         data.extend(gzip(b"two\n"));
-        let (codec, mut r) = open(Box::new(&data[..]), &Hints::default()).unwrap();
+        let (codec, out) = read_all(&data, &Hints::default());
         assert_eq!(codec, Codec::Gzip);
-        let mut s = String::new();
-        r.read_to_string(&mut s).unwrap();
-        assert_eq!(s, "one\ntwo\n");
+        assert_eq!(out.unwrap(), b"one\ntwo\n");
     }
 
     #[test]
     fn plain() {
-        let (codec, mut r) = open(Box::new(&b"abc"[..]), &Hints::default()).unwrap();
+        let (codec, out) = read_all(b"abc", &Hints::default());
         assert_eq!(codec, Codec::Plain);
-        let mut s = String::new();
-        r.read_to_string(&mut s).unwrap();
-        assert_eq!(s, "abc");
+        assert_eq!(out.unwrap(), b"abc");
+        let (codec, out) = read_all(b"", &Hints::default());
+        assert_eq!((codec, out.unwrap()), (Codec::Plain, vec![]));
+    }
+
+    #[test]
+    fn every_codec_by_magic() {
+        let text = b"line one\nline two\n".repeat(50);
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&text).unwrap();
+        let zlib = zlib.finish().unwrap();
+        let mut zst = zstd::stream::encode_all(&text[..], 3).unwrap();
+        zst.extend(zstd::stream::encode_all(&b"second frame\n"[..], 3).unwrap());
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&text).unwrap();
+        let bz = bz.finish().unwrap();
+        let mut sn = snap::write::FrameEncoder::new(Vec::new());
+        sn.write_all(&text).unwrap();
+        let sn = sn.into_inner().unwrap();
+        let mut text_zst = text.clone();
+        text_zst.extend_from_slice(b"second frame\n");
+        for (data, codec, want) in [
+            (zlib, Codec::Zlib, &text),
+            (zst, Codec::Zstd, &text_zst),
+            (bz, Codec::Bzip2, &text),
+            (sn, Codec::Snappy, &text),
+        ] {
+            let (got_codec, out) = read_all(&data, &Hints::default());
+            assert_eq!(got_codec, codec);
+            assert_eq!(&out.unwrap(), want, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn text_that_resembles_no_magic_stays_plain() {
+        for text in [
+            &b"HKEY_LOCAL_MACHINE"[..],
+            b"xyz",
+            b"BZh",
+            b"BZhx",
+            b"PAR1...",
+            b"{\"a\":1}",
+        ] {
+            assert_eq!(sniff(text), Codec::Plain, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn content_encoding_used_when_magic_says_plain() {
+        let hints = Hints {
+            content_encoding: Some("gzip".into()),
+            force_gzip: false,
+        };
+        // Already-gzip bytes: magic agrees.
+        let (codec, out) = read_all(&gzip(b"a"), &hints);
+        assert_eq!((codec, out.unwrap()), (Codec::Gzip, b"a".to_vec()));
+        // Plain bytes claimed to be gzip: decoded as gzip, and fail clearly.
+        let (codec, out) = read_all(b"not gzip at all", &hints);
+        assert_eq!(codec, Codec::Gzip);
+        assert!(out.unwrap_err().to_string().starts_with("gzip:"));
+        // Unknown encodings are ignored.
+        let hints = Hints {
+            content_encoding: Some("aws-chunked".into()),
+            force_gzip: false,
+        };
+        assert_eq!(read_all(b"abc", &hints).0, Codec::Plain);
+        assert_eq!(
+            Codec::from_content_encoding("aws-chunked, ZSTD"),
+            Some(Codec::Zstd)
+        );
+    }
+
+    #[test]
+    fn force_gzip_wins() {
+        let hints = Hints {
+            content_encoding: None,
+            force_gzip: true,
+        };
+        let (codec, out) = read_all(b"plain", &hints);
+        assert_eq!(codec, Codec::Gzip);
+        assert!(out.is_err());
+    }
+
+    #[test]
+    fn truncated_gzip_is_an_error() {
+        let data = gzip(&b"some text that compresses\n".repeat(100));
+        let (_, out) = read_all(&data[..data.len() / 2], &Hints::default());
+        let err = out.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        assert!(err.to_string().contains("gzip: truncated data"), "{err}");
+        // Missing only the trailer (CRC + size) is truncation too.
+        let (_, out) = read_all(&data[..data.len() - 4], &Hints::default());
+        assert!(out.is_err());
+    }
+
+    #[test]
+    fn garbage_after_a_gzip_member_is_an_error() {
+        let mut data = gzip(b"good\n");
+        let good_len = data.len();
+        data.extend_from_slice(b"GARBAGE GARBAGE");
+        let (_, out) = read_all(&data, &Hints::default());
+        let err = out.unwrap_err();
+        assert!(err.to_string().starts_with("gzip: corrupt data"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("compressed byte {}", good_len + 15))
+                || err.to_string().contains("compressed byte"),
+            "{err}"
+        );
     }
 }
