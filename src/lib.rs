@@ -2,10 +2,28 @@
 //! tagged single-line events and hands them to `sluice-relay` in gzip batches.
 //!
 //! Map of the crate, one module per pipeline stage:
+//! - [`config`]: the TOML file and its validated settings;
+//! - [`aws`]: SQS and S3 clients per input;
+//! - [`pipeline`]: poll loops, concurrency, shutdown;
+//! - [`message`]: one SQS message to its fate (heartbeat, delete or retry);
 //! - [`notification`]: SQS body → object references;
+//! - [`object`]: one object end to end;
+//! - [`fetch`]: streaming GetObject;
 //! - [`decompress`]: object bytes → decompressed bytes (by magic bytes);
-//! - [`processor`]: decompressed bytes → tagged events.
+//! - [`processor`]: decompressed bytes → tagged events;
+//! - [`batch`]: events → gzip batches;
+//! - [`forward`]: batches → relay confirmations;
+//! - [`metrics`]: Prometheus counters.
 
+pub mod aws;
+pub mod batch;
+pub mod config;
 pub mod decompress;
+pub mod fetch;
+pub mod forward;
+pub mod message;
+pub mod metrics;
 pub mod notification;
+pub mod object;
+pub mod pipeline;
 pub mod processor;

@@ -1,0 +1,598 @@
+//! Collector configuration: the TOML file as users write it (raw layer, every field
+//! documented, unknown keys refused by name) and the validated settings the runtime uses.
+//!
+//! Input parameters keep the Devo S3/SQS collector's names (`base_url`, `ack_messages`,
+//! `sqs_visibility_timeout`…) so an existing Devo setup carries over. This module reads and
+//! checks; it does not build AWS clients (see `aws`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::processor::config::{Processing, ProcessingConfig, PROCESSING_KEYS};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("unknown key `{key}` in {table}")]
+    UnknownKey { table: String, key: String },
+    #[error("${{{0}}} is used in the configuration but not set in the environment")]
+    MissingVar(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the relay listens.
+    pub relay: RawRelay,
+    /// How events are cut into batches.
+    #[serde(default)]
+    pub batch: RawBatch,
+    /// Process-wide knobs.
+    #[serde(default)]
+    pub collector: RawCollector,
+    /// How objects are downloaded.
+    #[serde(default)]
+    pub fetch: RawFetch,
+    /// The queues to drain. Kept as tables: keys are checked by hand because the processing
+    /// keys are flattened in (serde cannot refuse unknown keys through `flatten`).
+    #[serde(default)]
+    pub inputs: Vec<toml::Table>,
+}
+
+/// `[relay]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    /// `http://127.0.0.1:7700` or `unix:/run/sluice/relay.sock`.
+    pub url: String,
+    /// Bearer token shared with the relay, if it requires one.
+    pub token: Option<String>,
+    /// Bound on one POST exchange, in seconds. Default 30.
+    pub timeout_secs: Option<u64>,
+}
+
+/// `[batch]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// Most events in one batch. Default 10000.
+    pub max_events: Option<u64>,
+    /// Most uncompressed bytes in one batch. Default 4 MiB.
+    pub max_bytes: Option<u64>,
+    /// Oldest event may wait this long before its batch is sent, in ms. Default 1000.
+    pub max_age_ms: Option<u64>,
+    /// gzip level of the channel, 0..9. Default 1 (cheapest that still compresses).
+    pub compression_level: Option<u32>,
+}
+
+/// `[fetch]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetch {
+    /// Bytes per ranged GET; larger objects are read in parts. Default 4 MiB.
+    pub part_bytes: Option<u64>,
+    /// Ranged GETs in flight per object. Default 4.
+    pub parallel_parts: Option<usize>,
+    /// Parts held in memory at once, whole process (bounds download memory to this × part
+    /// size). Default 4.
+    pub max_parts_in_flight: Option<usize>,
+}
+
+/// `[collector]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollector {
+    /// Names this collector in idempotency keys and logs. Default: the hostname.
+    pub id: Option<String>,
+    /// Most SQS messages being worked on at once, over all inputs. Default 8.
+    pub max_messages_in_flight: Option<usize>,
+    /// How long shutdown waits for in-flight messages, in seconds. Default 30.
+    pub shutdown_timeout_secs: Option<u64>,
+    /// `host:port` for `GET /metrics`; off when unset.
+    pub metrics_address: Option<String>,
+}
+
+/// One `[[inputs]]` table, before validation.
+#[derive(Debug, Deserialize)]
+pub struct RawInput {
+    /// Name used in logs and metrics. Default `input-N`.
+    pub name: Option<String>,
+    /// The SQS queue URL (Devo: `base_url`).
+    pub base_url: String,
+    /// AWS region; default: parsed from `base_url`, else the standard chain.
+    pub region: Option<String>,
+    /// Endpoint for emulators and S3-compatible stores (S3 then uses path-style).
+    pub endpoint_url: Option<String>,
+    /// Static access key; with `aws_secret_access_key`. Default: the standard chain.
+    pub aws_access_key_id: Option<String>,
+    /// Static secret key.
+    pub aws_secret_access_key: Option<String>,
+    /// Devo: a role to assume first with the base credentials (`arn:aws:iam::…:role/…`).
+    pub aws_base_account_role: Option<String>,
+    /// Devo: the role to assume next, with the base role's credentials (cross-account).
+    pub aws_cross_account_role: Option<String>,
+    /// Devo: external id sent with the AssumeRole calls.
+    pub aws_external_id: Option<String>,
+    /// Devo: false skips the input. Default true.
+    pub enabled: Option<bool>,
+    /// Devo: short id of this input (1 to 5 characters), used in state names.
+    pub short_unique_id: Option<toml::Value>,
+    /// Devo: delete messages once confirmed. false is a testing mode. Default true.
+    pub ack_messages: Option<bool>,
+    /// Seconds a received message stays invisible (and is extended by). Default 120.
+    pub sqs_visibility_timeout: Option<i64>,
+    /// Long-poll wait, seconds. Default 20.
+    pub sqs_wait_timeout: Option<i64>,
+    /// Messages per receive, 1..10. Default 1 (Devo's).
+    pub sqs_max_messages: Option<i64>,
+    /// Poll loops on this queue. Default 1.
+    pub pollers: Option<usize>,
+    /// Receives after which a failing message is poison. Default: off when the queue has a
+    /// redrive policy (its dead-letter queue takes over), else 5.
+    pub max_receive_count: Option<u32>,
+    /// What happens to a poison message: `keep` (left for the dead-letter queue) or
+    /// `delete` (after logging it). Default `keep` with a redrive policy, else `delete`.
+    pub poison_action: Option<String>,
+    /// Devo: process everything, send nothing (a counting dry run). Default false.
+    pub do_not_send: Option<bool>,
+    /// Devo: the SQS body itself is the event (no S3 access). Default false.
+    pub direct_mode: Option<bool>,
+    /// Devo: also send, per message, one event to `my.app.sqs.message_body` with the body's
+    /// md5, message id, receive count and objects (for hunting duplicates). Default false.
+    pub debug_md5: Option<bool>,
+    /// How objects are selected, split and tagged (keys listed in `PROCESSING_KEYS`).
+    #[serde(flatten)]
+    pub processing: ProcessingConfig,
+}
+
+/// Keys of `[[inputs]]` this module reads.
+const INPUT_KEYS: &[&str] = &[
+    "name",
+    "base_url",
+    "region",
+    "endpoint_url",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_base_account_role",
+    "aws_cross_account_role",
+    "aws_external_id",
+    "enabled",
+    "short_unique_id",
+    "ack_messages",
+    "sqs_visibility_timeout",
+    "sqs_wait_timeout",
+    "sqs_max_messages",
+    "pollers",
+    "max_receive_count",
+    "poison_action",
+    "do_not_send",
+    "direct_mode",
+    "debug_md5",
+];
+
+/// Validated collector settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Relay URL.
+    pub relay_url: String,
+    /// Relay bearer token.
+    pub relay_token: Option<String>,
+    /// Bound on one POST.
+    pub relay_timeout: Duration,
+    /// Batch cuts.
+    pub batch: BatchSettings,
+    /// Collector id for idempotency keys.
+    pub collector_id: String,
+    /// Messages in flight, all inputs.
+    pub max_messages_in_flight: usize,
+    /// Shutdown deadline.
+    pub shutdown_timeout: Duration,
+    /// Metrics listener.
+    pub metrics_address: Option<String>,
+    /// Download parts.
+    pub fetch: FetchLimits,
+    /// Enabled inputs.
+    pub inputs: Vec<InputSettings>,
+}
+
+/// What happens to a message that failed `max_receive_count` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonAction {
+    /// Log it and leave it: the queue's redrive policy moves it to the dead-letter queue.
+    Keep,
+    /// Log it with its history and delete it.
+    Delete,
+}
+
+/// How objects are downloaded.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// Bytes per ranged GET.
+    pub part_bytes: u64,
+    /// Ranged GETs in flight per object.
+    pub parallel_parts: usize,
+    /// Parts in memory, whole process.
+    pub max_parts_in_flight: usize,
+}
+
+/// When a batch is cut.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Events per batch.
+    pub max_events: u64,
+    /// Uncompressed bytes per batch.
+    pub max_bytes: u64,
+    /// Age of the oldest event.
+    pub max_age: Duration,
+    /// gzip level.
+    pub compression_level: u32,
+}
+
+/// One validated input.
+#[derive(Debug, Clone)]
+pub struct InputSettings {
+    /// Name in logs and metrics.
+    pub name: String,
+    /// Queue URL.
+    pub queue_url: String,
+    /// Region, when known.
+    pub region: Option<String>,
+    /// Custom endpoint.
+    pub endpoint_url: Option<String>,
+    /// Static credentials (id, secret).
+    pub static_keys: Option<(String, String)>,
+    /// Roles to assume, in order (base account role, then cross-account role).
+    pub assume_roles: Vec<String>,
+    /// External id for the AssumeRole calls.
+    pub external_id: Option<String>,
+    /// Delete confirmed messages.
+    pub ack_messages: bool,
+    /// Visibility timeout.
+    pub visibility_timeout: Duration,
+    /// Long-poll wait.
+    pub wait_time: Duration,
+    /// Messages per receive.
+    pub max_messages: i32,
+    /// Poll loops.
+    pub pollers: usize,
+    /// Poison threshold as configured (None: decided from the queue's redrive policy).
+    pub max_receive_count: Option<u32>,
+    /// Poison action as configured.
+    pub poison_action: Option<PoisonAction>,
+    /// Dry run: batches are counted, not sent.
+    pub do_not_send: bool,
+    /// Direct mode: bodies are events.
+    pub direct_mode: bool,
+    /// Send the md5 event per message.
+    pub debug_md5: bool,
+    /// How objects are selected, split and tagged.
+    pub processing: Processing,
+}
+
+impl Settings {
+    /// Reads, interpolates and validates `path`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Settings::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses a configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigError> {
+        let text = interpolate(text, |name| std::env::var(name).ok())?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        Settings::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+        sluice_relay::client::Endpoint::parse(&raw.relay.url)
+            .map_err(|e| invalid("relay.url", e.to_string()))?;
+        let batch = BatchSettings {
+            max_events: raw.batch.max_events.unwrap_or(10_000).max(1),
+            max_bytes: raw.batch.max_bytes.unwrap_or(4 << 20).max(1),
+            max_age: Duration::from_millis(raw.batch.max_age_ms.unwrap_or(1000)),
+            compression_level: raw.batch.compression_level.unwrap_or(1),
+        };
+        if batch.compression_level > 9 {
+            return Err(invalid("batch.compression_level", "must be 0 to 9"));
+        }
+        let collector_id = match raw.collector.id {
+            Some(id) => id,
+            None => hostname(),
+        };
+        if !sluice_relay::protocol::validate_idempotency_key(&collector_id) {
+            return Err(invalid(
+                "collector.id",
+                "use 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+            ));
+        }
+        let mut inputs = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, table) in raw.inputs.into_iter().enumerate() {
+            let table_name = format!("inputs[{i}]");
+            for key in table.keys() {
+                if !INPUT_KEYS.contains(&key.as_str()) && !PROCESSING_KEYS.contains(&key.as_str()) {
+                    return Err(ConfigError::UnknownKey {
+                        table: table_name,
+                        key: key.clone(),
+                    });
+                }
+            }
+            let input: RawInput =
+                toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: table_name.clone(),
+                        message: e.to_string(),
+                    })?;
+            let name = input.name.clone().unwrap_or_else(|| format!("input-{i}"));
+            if !names.insert(name.clone()) {
+                return Err(invalid(table_name, format!("duplicate input name {name:?}")));
+            }
+            if input.enabled == Some(false) {
+                tracing::info!(input = %name, "input disabled (enabled = false), skipped");
+                continue;
+            }
+            inputs.push(validate_input(&name, input)?);
+        }
+        if inputs.is_empty() {
+            return Err(invalid("inputs", "no enabled [[inputs]]"));
+        }
+        Ok(Settings {
+            relay_url: raw.relay.url,
+            relay_token: raw.relay.token,
+            relay_timeout: Duration::from_secs(raw.relay.timeout_secs.unwrap_or(30).max(1)),
+            batch,
+            collector_id,
+            max_messages_in_flight: raw.collector.max_messages_in_flight.unwrap_or(8).max(1),
+            shutdown_timeout: Duration::from_secs(raw.collector.shutdown_timeout_secs.unwrap_or(30)),
+            metrics_address: raw.collector.metrics_address,
+            fetch: FetchLimits {
+                part_bytes: raw.fetch.part_bytes.unwrap_or(4 << 20).max(64 << 10),
+                parallel_parts: raw.fetch.parallel_parts.unwrap_or(4).max(1),
+                max_parts_in_flight: raw.fetch.max_parts_in_flight.unwrap_or(4).max(1),
+            },
+            inputs,
+        })
+    }
+}
+
+/// Checks `value` against SQS's range and warns when it is outside Devo's narrower one.
+fn ranged(
+    input: &str,
+    key: &str,
+    value: Option<i64>,
+    default: i64,
+    sqs: (i64, i64),
+    devo: (i64, i64),
+) -> Result<i64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < sqs.0 || v > sqs.1 {
+        return Err(invalid(
+            format!("inputs.{input}.{key}"),
+            format!("{v} is outside SQS's range {}..={}", sqs.0, sqs.1),
+        ));
+    }
+    if v < devo.0 || v > devo.1 {
+        tracing::warn!(
+            input,
+            key,
+            value = v,
+            "outside the Devo collector's documented range {}..={}; accepted",
+            devo.0,
+            devo.1
+        );
+    }
+    Ok(v)
+}
+
+fn validate_input(name: &str, input: RawInput) -> Result<InputSettings, ConfigError> {
+    let field = |key: &str| format!("inputs.{name}.{key}");
+    if !input.base_url.starts_with("http://") && !input.base_url.starts_with("https://") {
+        return Err(invalid(field("base_url"), "must be the queue URL (https://sqs…)"));
+    }
+    let visibility = ranged(name, "sqs_visibility_timeout", input.sqs_visibility_timeout, 120, (0, 43200), (120, 43200))?;
+    let wait = ranged(name, "sqs_wait_timeout", input.sqs_wait_timeout, 20, (0, 20), (20, 20))?;
+    let max_messages = ranged(name, "sqs_max_messages", input.sqs_max_messages, 1, (1, 10), (1, 10))?;
+    let static_keys = match (input.aws_access_key_id, input.aws_secret_access_key) {
+        (Some(id), Some(secret)) => Some((id, secret)),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                field("aws_access_key_id"),
+                "aws_access_key_id and aws_secret_access_key go together",
+            ))
+        }
+    };
+    if let Some(id) = &input.short_unique_id {
+        let text = match id {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if text.is_empty() || text.len() > 5 {
+            return Err(invalid(field("short_unique_id"), "1 to 5 characters"));
+        }
+    }
+    let processing = input
+        .processing
+        .resolve()
+        .map_err(|e| invalid(format!("inputs.{name}"), e.to_string()))?;
+    let poison_action = match input.poison_action.as_deref() {
+        None => None,
+        Some("keep") => Some(PoisonAction::Keep),
+        Some("delete") => Some(PoisonAction::Delete),
+        Some(o) => return Err(invalid(field("poison_action"), format!("{o:?}: use keep or delete"))),
+    };
+    if input.max_receive_count == Some(0) {
+        return Err(invalid(field("max_receive_count"), "must be at least 1"));
+    }
+    let region = input.region.or_else(|| region_from_queue_url(&input.base_url));
+    Ok(InputSettings {
+        name: name.to_string(),
+        queue_url: input.base_url,
+        region,
+        endpoint_url: input.endpoint_url,
+        static_keys,
+        assume_roles: input
+            .aws_base_account_role
+            .into_iter()
+            .chain(input.aws_cross_account_role)
+            .collect(),
+        external_id: input.aws_external_id,
+        ack_messages: input.ack_messages.unwrap_or(true),
+        visibility_timeout: Duration::from_secs(visibility as u64),
+        wait_time: Duration::from_secs(wait as u64),
+        max_messages: max_messages as i32,
+        pollers: input.pollers.unwrap_or(1).clamp(1, 64),
+        max_receive_count: input.max_receive_count,
+        poison_action,
+        do_not_send: input.do_not_send.unwrap_or(false),
+        direct_mode: input.direct_mode.unwrap_or(false),
+        debug_md5: input.debug_md5.unwrap_or(false),
+        processing,
+    })
+}
+
+/// `https://sqs.eu-west-1.amazonaws.com/…` → `eu-west-1`.
+fn region_from_queue_url(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?.split('/').next()?;
+    let mut parts = host.split('.');
+    if parts.next()? != "sqs" {
+        return None;
+    }
+    let region = parts.next()?;
+    (parts.next() == Some("amazonaws")).then(|| region.to_string())
+}
+
+/// The machine's hostname, or `sluice` when it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "sluice".to_string())
+}
+
+/// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`. A missing
+/// variable is an error (naming the variable, never a value).
+fn interpolate(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(literal) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = literal;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let end = body
+                .find('}')
+                .ok_or_else(|| invalid("configuration", "unterminated ${"))?;
+            let name = &body[..end];
+            let value = lookup(name).ok_or_else(|| ConfigError::MissingVar(name.to_string()))?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[relay]
+url = "http://127.0.0.1:7700"
+
+[[inputs]]
+name = "cloudtrail"
+base_url = "https://sqs.us-east-1.amazonaws.com/123456789012/cloudtrail"
+tag = "cloud.aws.cloudtrail.events"
+"#;
+
+    #[test]
+    fn defaults_are_devos() {
+        let s = Settings::parse(MINIMAL, "t").unwrap();
+        let i = &s.inputs[0];
+        assert_eq!(i.visibility_timeout, Duration::from_secs(120));
+        assert_eq!(i.wait_time, Duration::from_secs(20));
+        assert_eq!(i.max_messages, 1);
+        assert!(i.ack_messages);
+        assert_eq!(i.region.as_deref(), Some("us-east-1"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = MINIMAL.replace("tag =", "tagg =");
+        let err = Settings::parse(&text, "t").unwrap_err().to_string();
+        assert!(err.contains("`tagg`"), "{err}");
+        let text = format!("{MINIMAL}\n[batch]\nmax_eventz = 3\n");
+        let err = Settings::parse(&text, "t").unwrap_err().to_string();
+        assert!(err.contains("max_eventz"), "{err}");
+    }
+
+    #[test]
+    fn ranges() {
+        let text = format!("{MINIMAL}sqs_max_messages = 11\n");
+        assert!(Settings::parse(&text, "t").is_err());
+        // Below Devo's minimum but valid for SQS: accepted with a warning.
+        let text = format!("{MINIMAL}sqs_visibility_timeout = 5\nsqs_wait_timeout = 1\n");
+        let s = Settings::parse(&text, "t").unwrap();
+        assert_eq!(s.inputs[0].visibility_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn interpolation() {
+        let env = |n: &str| (n == "K").then(|| "v".to_string());
+        assert_eq!(interpolate("a${K}b$${K}", env).unwrap(), "avb${K}");
+        let err = interpolate("${NOPE}", env).unwrap_err().to_string();
+        assert!(err.contains("NOPE"));
+    }
+
+    #[test]
+    fn disabled_inputs_are_skipped() {
+        let text = format!("{MINIMAL}enabled = false\n");
+        assert!(Settings::parse(&text, "t").is_err()); // no enabled input left
+    }
+
+    #[test]
+    fn bad_tag() {
+        let text = MINIMAL.replace("cloud.aws.cloudtrail.events", "bad tag");
+        assert!(Settings::parse(&text, "t").is_err());
+    }
+}

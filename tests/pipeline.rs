@@ -1,0 +1,182 @@
+//! End-to-end: objects announced on a real (moto) SQS queue arrive at the relay's stdout as
+//! Devo lines, and messages are deleted only after the relay confirmed them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+
+const TAG: &str = "my.app.sluice.test";
+
+/// Devo messages printed by the relay, counted.
+fn messages(relay: &Proc) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for line in relay.stdout.snapshot() {
+        let (host, tag, message) =
+            parse_devo_line(&line).unwrap_or_else(|| panic!("not a Devo line: {line:?}"));
+        assert_eq!(host, "testhost");
+        assert_eq!(tag, TAG);
+        *seen.entry(message.to_string()).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn expect_lines(expected: &[&str]) -> BTreeMap<String, usize> {
+    expected.iter().map(|l| (l.to_string(), 1)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_objects_arrive_exactly_once_and_queue_empties() {
+    let moto = Moto::start();
+    let wired = wire(&moto, "three").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let relay = start_relay(dir.path(), port, "");
+    let mut collector = start_collector(dir.path(), &moto, &wired, port, "");
+
+    let mut two_members = gzip(b"gz one\r\ngz two\n");
+    two_members.extend(gzip(b"gz three\n\n"));
+    wired.put("logs/two-members.gz", two_members).await;
+    wired.put("logs/plain.log", b"plain one\nplain two".to_vec()).await;
+    wired.put("dir/a b+c=d.log", b"odd key line\n".to_vec()).await;
+
+    let expected = expect_lines(&[
+        "gz one",
+        "gz two",
+        "gz three",
+        "plain one",
+        "plain two",
+        "odd key line",
+    ]);
+    let arrived = wait_for(Duration::from_secs(60), || messages(&relay).len() >= expected.len()).await;
+    assert!(arrived, "got {:?}", messages(&relay));
+    let mut empty = false;
+    for _ in 0..100 {
+        if wired.depth().await == (0, 0) {
+            empty = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(empty, "queue not empty: {:?}", wired.depth().await);
+    // Nothing more arrives later (no redelivery, no duplicate).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(messages(&relay), expected);
+    assert!(collector.alive());
+    assert!(collector.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_down_then_up_loses_nothing() {
+    let moto = Moto::start();
+    let wired = wire(&moto, "down").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _collector = start_collector(dir.path(), &moto, &wired, port, "");
+    wired.put("a.log", b"first\nsecond\n".to_vec()).await;
+    wired.put("b.log", gzip(b"third\n")).await;
+
+    // The collector keeps retrying and deletes nothing while the relay is away.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (visible, in_flight) = wired.depth().await;
+    assert!(visible + in_flight >= 2, "messages deleted without a relay: {visible} {in_flight}");
+
+    let relay = start_relay(dir.path(), port, "");
+    let expected = expect_lines(&["first", "second", "third"]);
+    let arrived = wait_for(Duration::from_secs(60), || messages(&relay).len() >= 3).await;
+    assert!(arrived, "got {:?}", messages(&relay));
+    let mut empty = false;
+    for _ in 0..100 {
+        if wired.depth().await == (0, 0) {
+            empty = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(empty, "queue not empty: {:?}", wired.depth().await);
+    assert_eq!(messages(&relay), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_messages_false_keeps_the_message() {
+    let moto = Moto::start();
+    let wired = wire(&moto, "noack").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let relay = start_relay(dir.path(), port, "");
+    let mut collector = start_collector(
+        dir.path(),
+        &moto,
+        &wired,
+        port,
+        "ack_messages = false\nsqs_visibility_timeout = 3",
+    );
+    // Let the collector take moto's s3:TestEvent first, so the one message we count is ours.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wired.put("keep.log", b"kept line\n".to_vec()).await;
+    let arrived = wait_for(Duration::from_secs(30), || messages(&relay).contains_key("kept line")).await;
+    assert!(arrived);
+    // Stop the collector so the message rests in the queue, then watch it come back visible.
+    assert!(collector.terminate().success());
+    let mut back = false;
+    for _ in 0..100 {
+        let (visible, _) = wired.depth().await;
+        if visible >= 1 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "message not back in the queue: {:?}", wired.depth().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_object_and_refused_batch_are_clear_errors() {
+    let moto = Moto::start();
+    let wired = wire(&moto, "errors").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The relay refuses events over 1 KiB; the collector allows 1 MiB, so a 4 KiB line is
+    // sent and refused.
+    let mut relay = start_relay(dir.path(), port, "[limits]\nmax_event_bytes = 1024\n");
+    let mut collector = start_collector(dir.path(), &moto, &wired, port, "");
+
+    wired.put("gone.log", b"never read\n".to_vec()).await;
+    wired
+        .s3
+        .delete_object()
+        .bucket(&wired.bucket)
+        .key("gone.log")
+        .send()
+        .await
+        .unwrap();
+    let long = "x".repeat(4096);
+    wired.put("huge.log", format!("{long}\n").into_bytes()).await;
+    wired.put("fine.log", b"still flows\n".to_vec()).await;
+
+    let missing = wait_for(Duration::from_secs(30), || {
+        !collector
+            .stderr
+            .matching(&["ERROR", &wired.queue_url, "errors", "gone.log"])
+            .is_empty()
+    })
+    .await;
+    assert!(missing, "no error line for the missing object");
+    let refused = wait_for(Duration::from_secs(30), || {
+        !collector
+            .stderr
+            .matching(&["ERROR", &wired.queue_url, "errors", "huge.log", "refused"])
+            .is_empty()
+    })
+    .await;
+    assert!(refused, "no error line for the refused batch");
+    let fine = wait_for(Duration::from_secs(30), || messages(&relay).contains_key("still flows")).await;
+    assert!(fine, "the good object did not arrive");
+    // Exactly one error line per failure so far (the refused message retries after a
+    // backoff longer than this test has run).
+    assert_eq!(collector.stderr.matching(&["ERROR", "gone.log"]).len(), 1);
+    assert_eq!(collector.stderr.matching(&["ERROR", "huge.log"]).len(), 1);
+    assert!(collector.alive() && relay.alive());
+}
