@@ -4,11 +4,25 @@ URL. Uses boto3 against the endpoint given as the only argument."""
 
 import gzip
 import json
+import socket
 import sys
+import time
+from urllib.parse import urlparse
 
 import boto3
 
 endpoint = sys.argv[1]
+# moto was just started: wait until it accepts connections.
+url = urlparse(endpoint)
+deadline = time.time() + 30
+while True:
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit(f"moto did not start at {endpoint}")
+        time.sleep(0.2)
 kw = dict(endpoint_url=endpoint, region_name="us-east-1",
           aws_access_key_id="testing", aws_secret_access_key="testing")
 s3 = boto3.client("s3", **kw)
