@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use aws_config::timeout::TimeoutConfig;
 use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::SharedCredentialsProvider;
 
@@ -26,7 +26,10 @@ pub struct Clients {
 /// first, then the cross-account role assumed with the base role's credentials. The SDK's
 /// identity cache refreshes the outermost credentials before they expire, and each refresh
 /// re-assumes the chain, so long runs outlive the first session.
-async fn assume_roles(shared: aws_config::SdkConfig, input: &InputSettings) -> aws_config::SdkConfig {
+async fn assume_roles(
+    shared: aws_config::SdkConfig,
+    input: &InputSettings,
+) -> aws_config::SdkConfig {
     let mut provider: Option<SharedCredentialsProvider> = None;
     for role in &input.assume_roles {
         let mut builder = AssumeRoleProvider::builder(role)

@@ -83,7 +83,8 @@ mod tests {
             b.emit("a.b", b"x").unwrap();
         }
         b.flush().unwrap();
-        let counts: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.events)).collect();
+        let counts: Vec<u64> =
+            std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.events)).collect();
         assert_eq!(counts, vec![2, 2, 1]);
     }
 

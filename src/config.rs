@@ -353,7 +353,10 @@ impl Settings {
                     })?;
             let name = input.name.clone().unwrap_or_else(|| format!("input-{i}"));
             if !names.insert(name.clone()) {
-                return Err(invalid(table_name, format!("duplicate input name {name:?}")));
+                return Err(invalid(
+                    table_name,
+                    format!("duplicate input name {name:?}"),
+                ));
             }
             if input.enabled == Some(false) {
                 tracing::info!(input = %name, "input disabled (enabled = false), skipped");
@@ -371,7 +374,9 @@ impl Settings {
             batch,
             collector_id,
             max_messages_in_flight: raw.collector.max_messages_in_flight.unwrap_or(8).max(1),
-            shutdown_timeout: Duration::from_secs(raw.collector.shutdown_timeout_secs.unwrap_or(30)),
+            shutdown_timeout: Duration::from_secs(
+                raw.collector.shutdown_timeout_secs.unwrap_or(30),
+            ),
             metrics_address: raw.collector.metrics_address,
             fetch: FetchLimits {
                 part_bytes: raw.fetch.part_bytes.unwrap_or(4 << 20).max(64 << 10),
@@ -415,11 +420,35 @@ fn ranged(
 fn validate_input(name: &str, input: RawInput) -> Result<InputSettings, ConfigError> {
     let field = |key: &str| format!("inputs.{name}.{key}");
     if !input.base_url.starts_with("http://") && !input.base_url.starts_with("https://") {
-        return Err(invalid(field("base_url"), "must be the queue URL (https://sqs…)"));
+        return Err(invalid(
+            field("base_url"),
+            "must be the queue URL (https://sqs…)",
+        ));
     }
-    let visibility = ranged(name, "sqs_visibility_timeout", input.sqs_visibility_timeout, 120, (0, 43200), (120, 43200))?;
-    let wait = ranged(name, "sqs_wait_timeout", input.sqs_wait_timeout, 20, (0, 20), (20, 20))?;
-    let max_messages = ranged(name, "sqs_max_messages", input.sqs_max_messages, 1, (1, 10), (1, 10))?;
+    let visibility = ranged(
+        name,
+        "sqs_visibility_timeout",
+        input.sqs_visibility_timeout,
+        120,
+        (0, 43200),
+        (120, 43200),
+    )?;
+    let wait = ranged(
+        name,
+        "sqs_wait_timeout",
+        input.sqs_wait_timeout,
+        20,
+        (0, 20),
+        (20, 20),
+    )?;
+    let max_messages = ranged(
+        name,
+        "sqs_max_messages",
+        input.sqs_max_messages,
+        1,
+        (1, 10),
+        (1, 10),
+    )?;
     let static_keys = match (input.aws_access_key_id, input.aws_secret_access_key) {
         (Some(id), Some(secret)) => Some((id, secret)),
         (None, None) => None,
@@ -447,12 +476,19 @@ fn validate_input(name: &str, input: RawInput) -> Result<InputSettings, ConfigEr
         None => None,
         Some("keep") => Some(PoisonAction::Keep),
         Some("delete") => Some(PoisonAction::Delete),
-        Some(o) => return Err(invalid(field("poison_action"), format!("{o:?}: use keep or delete"))),
+        Some(o) => {
+            return Err(invalid(
+                field("poison_action"),
+                format!("{o:?}: use keep or delete"),
+            ))
+        }
     };
     if input.max_receive_count == Some(0) {
         return Err(invalid(field("max_receive_count"), "must be at least 1"));
     }
-    let region = input.region.or_else(|| region_from_queue_url(&input.base_url));
+    let region = input
+        .region
+        .or_else(|| region_from_queue_url(&input.base_url));
     Ok(InputSettings {
         name: name.to_string(),
         queue_url: input.base_url,
@@ -502,10 +538,7 @@ pub fn hostname() -> String {
 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`. A missing
 /// variable is an error (naming the variable, never a value).
-fn interpolate(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find('$') {

@@ -43,7 +43,11 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder for `client`; `collector_id` prefixes the idempotency keys. `shutdown`
     /// ends retry loops.
-    pub fn new(client: Arc<ChannelClient>, collector_id: &str, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        client: Arc<ChannelClient>,
+        collector_id: &str,
+        shutdown: CancellationToken,
+    ) -> Self {
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -59,7 +63,11 @@ impl Forwarder {
 
     /// Sends `batch` until the relay confirms it, refuses it, or shutdown. `input` labels
     /// logs and metrics.
-    pub async fn deliver(&self, input: &str, batch: &EncodedBatch) -> Result<Confirmation, ForwardError> {
+    pub async fn deliver(
+        &self,
+        input: &str,
+        batch: &EncodedBatch,
+    ) -> Result<Confirmation, ForwardError> {
         let key = format!(
             "{}:{}",
             self.producer,

@@ -65,7 +65,8 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
             .and_then(|a| a.get(&name))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    let receive_count = attribute(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1) as u32;
+    let receive_count =
+        attribute(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1) as u32;
     let sent_ms = attribute(MessageSystemAttributeName::SentTimestamp);
     let first_receive_ms = attribute(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp);
 
@@ -114,7 +115,16 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
             metrics::count(
                 "sluice_messages_poison_total",
                 "Messages that failed max_receive_count times",
-                &[("input", input), ("action", match action { PoisonAction::Keep => "keep", PoisonAction::Delete => "delete" })],
+                &[
+                    ("input", input),
+                    (
+                        "action",
+                        match action {
+                            PoisonAction::Keep => "keep",
+                            PoisonAction::Delete => "delete",
+                        },
+                    ),
+                ],
                 1,
             );
             tracing::error!(
@@ -187,13 +197,23 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
         let body = bytes::Bytes::copy_from_slice(facts.body.as_bytes());
         return match object::run_body(&job, body, spec, hints).await {
             Ok(stats) => {
-                metrics::count("sluice_objects_total", "Objects handled, by outcome", &[("input", input), ("outcome", "ok")], 1);
+                metrics::count(
+                    "sluice_objects_total",
+                    "Objects handled, by outcome",
+                    &[("input", input), ("outcome", "ok")],
+                    1,
+                );
                 tracing::debug!(input, message_id = %id, events = stats.events, "direct message delivered");
                 Fate::Done
             }
             Err(_) if hard_stop.is_cancelled() => Fate::Interrupted,
             Err(e) => {
-                metrics::count("sluice_objects_total", "Objects handled, by outcome", &[("input", input), ("outcome", e.label())], 1);
+                metrics::count(
+                    "sluice_objects_total",
+                    "Objects handled, by outcome",
+                    &[("input", input), ("outcome", e.label())],
+                    1,
+                );
                 tracing::error!(input, queue, message_id = %id, error = %e, "direct message failed");
                 Fate::Retry
             }
@@ -209,7 +229,10 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
             return Fate::Done;
         }
         Ok(Notification::Objects {
-            objects, skipped, shape, ..
+            objects,
+            skipped,
+            shape,
+            ..
         }) => {
             if skipped > 0 {
                 tracing::debug!(input, message_id = %id, shape, skipped, "records that announce no new object skipped");
@@ -232,14 +255,23 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
     if ctx.settings.debug_md5 {
         if let Err(e) = send_md5(&job, facts, &objects).await {
             tracing::error!(input, queue, message_id = %id, error = %e, "debug_md5 event not delivered");
-            return if hard_stop.is_cancelled() { Fate::Interrupted } else { Fate::Retry };
+            return if hard_stop.is_cancelled() {
+                Fate::Interrupted
+            } else {
+                Fate::Retry
+            };
         }
     }
 
     for object in &objects {
         let (spec, hints) = match ctx.settings.processing.select(&object.key) {
             Selection::Skip { reason } => {
-                metrics::count("sluice_objects_total", "Objects handled, by outcome", &[("input", input), ("outcome", "skipped")], 1);
+                metrics::count(
+                    "sluice_objects_total",
+                    "Objects handled, by outcome",
+                    &[("input", input), ("outcome", "skipped")],
+                    1,
+                );
                 tracing::info!(input, message_id = %id, bucket = %object.bucket, key = %object.key, reason = %reason, "object skipped");
                 continue;
             }
@@ -248,15 +280,40 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
         let started = std::time::Instant::now();
         match object::run(&job, object, spec, hints).await {
             Ok(stats) => {
-                metrics::count("sluice_objects_total", "Objects handled, by outcome", &[("input", input), ("outcome", "ok")], 1);
-                metrics::count("sluice_object_bytes_total", "Decompressed bytes read from objects", &[("input", input)], stats.bytes_in);
+                metrics::count(
+                    "sluice_objects_total",
+                    "Objects handled, by outcome",
+                    &[("input", input), ("outcome", "ok")],
+                    1,
+                );
+                metrics::count(
+                    "sluice_object_bytes_total",
+                    "Decompressed bytes read from objects",
+                    &[("input", input)],
+                    stats.bytes_in,
+                );
                 if stats.truncated + stats.dropped > 0 {
-                    metrics::count("sluice_events_truncated_total", "Events cut to max_event_bytes", &[("input", input)], stats.truncated);
-                    metrics::count("sluice_events_dropped_total", "Events dropped for their length", &[("input", input)], stats.dropped);
+                    metrics::count(
+                        "sluice_events_truncated_total",
+                        "Events cut to max_event_bytes",
+                        &[("input", input)],
+                        stats.truncated,
+                    );
+                    metrics::count(
+                        "sluice_events_dropped_total",
+                        "Events dropped for their length",
+                        &[("input", input)],
+                        stats.dropped,
+                    );
                     tracing::warn!(input, bucket = %object.bucket, key = %object.key, truncated = stats.truncated, dropped = stats.dropped, "events over max_event_bytes");
                 }
                 if stats.invalid_utf8 > 0 {
-                    metrics::count("sluice_events_invalid_utf8_total", "Events with bytes that were not UTF-8 (decoded per `encoding`)", &[("input", input)], stats.invalid_utf8);
+                    metrics::count(
+                        "sluice_events_invalid_utf8_total",
+                        "Events with bytes that were not UTF-8 (decoded per `encoding`)",
+                        &[("input", input)],
+                        stats.invalid_utf8,
+                    );
                 }
                 tracing::info!(input, message_id = %id, bucket = %object.bucket, key = %object.key, events = stats.events, bytes = stats.bytes_in, ms = started.elapsed().as_millis() as u64, "object delivered");
             }
@@ -265,7 +322,12 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
                 return Fate::Interrupted;
             }
             Err(e) => {
-                metrics::count("sluice_objects_total", "Objects handled, by outcome", &[("input", input), ("outcome", e.label())], 1);
+                metrics::count(
+                    "sluice_objects_total",
+                    "Objects handled, by outcome",
+                    &[("input", input), ("outcome", e.label())],
+                    1,
+                );
                 tracing::error!(input, queue, message_id = %id, bucket = %object.bucket, key = %object.key, error = %e, "object failed");
                 if e.is_permanent() {
                     // A missing object will never appear: retrying the message would only
@@ -289,8 +351,8 @@ async fn send_md5(
     facts: &Facts<'_>,
     objects: &[notification::ObjectRef],
 ) -> Result<(), crate::forward::ForwardError> {
-    use std::fmt::Write;
     use md5::Digest;
+    use std::fmt::Write;
     let digest = md5::Md5::digest(facts.body.as_bytes());
     let mut hex = String::with_capacity(32);
     for b in digest {
@@ -340,7 +402,12 @@ async fn heartbeat(ctx: Arc<InputContext>, receipt: String, id: String, stop: Ca
             .await;
         match result {
             Ok(_) => {
-                metrics::count("sluice_visibility_extensions_total", "Heartbeat visibility extensions", &[("input", &ctx.settings.name)], 1);
+                metrics::count(
+                    "sluice_visibility_extensions_total",
+                    "Heartbeat visibility extensions",
+                    &[("input", &ctx.settings.name)],
+                    1,
+                );
             }
             Err(e) => {
                 let e = crate::aws::describe(&e);
@@ -368,7 +435,12 @@ async fn delete(ctx: &InputContext, receipt: &str, id: &str) {
             .await
         {
             Ok(_) => {
-                metrics::count("sluice_messages_deleted_total", "Messages deleted after confirmation", &[("input", input)], 1);
+                metrics::count(
+                    "sluice_messages_deleted_total",
+                    "Messages deleted after confirmation",
+                    &[("input", input)],
+                    1,
+                );
                 tracing::debug!(input, message_id = %id, "deleted");
                 return;
             }

@@ -40,7 +40,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         settings.relay_token.clone(),
         settings.relay_timeout,
     )?);
-    let forwarder = Arc::new(Forwarder::new(client, &settings.collector_id, hard_stop.clone()));
+    let forwarder = Arc::new(Forwarder::new(
+        client,
+        &settings.collector_id,
+        hard_stop.clone(),
+    ));
     if let Some(address) = &settings.metrics_address {
         let bound = metrics::serve(address, hard_stop.clone())
             .await
@@ -81,9 +85,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     }
 
     shutdown.cancelled().await;
-    tracing::info!(deadline_s = settings.shutdown_timeout.as_secs(), "shutting down: no new messages; finishing in-flight work");
+    tracing::info!(
+        deadline_s = settings.shutdown_timeout.as_secs(),
+        "shutting down: no new messages; finishing in-flight work"
+    );
     tracker.close();
-    if tokio::time::timeout(settings.shutdown_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(settings.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown deadline reached; unconfirmed messages are left for redelivery");
         hard_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
@@ -96,7 +106,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 /// Resolves the poison-message policy: the configured threshold, else off when the queue has
 /// a redrive policy (its dead-letter queue takes failing messages) and 5 receives otherwise
 /// (Filebeat's default), so a queue without a DLQ never cycles a bad message forever.
-async fn poison_policy(sqs: &aws_sdk_sqs::Client, input: &InputSettings) -> Option<(u32, PoisonAction)> {
+async fn poison_policy(
+    sqs: &aws_sdk_sqs::Client,
+    input: &InputSettings,
+) -> Option<(u32, PoisonAction)> {
     let redrive = match sqs
         .get_queue_attributes()
         .queue_url(&input.queue_url)
@@ -161,7 +174,9 @@ async fn poll(
             .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
             .send();
         let result = tokio::select! {
             // A receive cut short by shutdown returns nothing: no message is lost, as any
@@ -176,7 +191,12 @@ async fn poll(
             }
             Err(e) => {
                 let e = crate::aws::describe(&e);
-                metrics::count("sluice_receive_errors_total", "Failed ReceiveMessage calls", &[("input", &settings.name)], 1);
+                metrics::count(
+                    "sluice_receive_errors_total",
+                    "Failed ReceiveMessage calls",
+                    &[("input", &settings.name)],
+                    1,
+                );
                 tracing::error!(input = %settings.name, queue = %settings.queue_url, error = %e, retry_in_s = error_delay.as_secs(), "ReceiveMessage failed");
                 drop(permits);
                 tokio::select! {
@@ -187,7 +207,12 @@ async fn poll(
                 continue;
             }
         };
-        metrics::count("sluice_messages_received_total", "Messages received from SQS", &[("input", &settings.name)], messages.len() as u64);
+        metrics::count(
+            "sluice_messages_received_total",
+            "Messages received from SQS",
+            &[("input", &settings.name)],
+            messages.len() as u64,
+        );
         for message in messages {
             let Some(permit) = permits.pop() else { break };
             let ctx = ctx.clone();

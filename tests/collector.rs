@@ -12,14 +12,20 @@ use common::*;
 fn counted(lines: &Lines) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for line in lines.snapshot() {
-        let message = line.split_once(' ').map(|(_, m)| m.to_string()).unwrap_or(line);
+        let message = line
+            .split_once(' ')
+            .map(|(_, m)| m.to_string())
+            .unwrap_or(line);
         *seen.entry(message).or_insert(0) += 1;
     }
     seen
 }
 
 fn numbered(prefix: &str, n: usize) -> Vec<u8> {
-    (0..n).map(|i| format!("{prefix} {i}\n")).collect::<String>().into_bytes()
+    (0..n)
+        .map(|i| format!("{prefix} {i}\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 async fn wait_empty(wired: &Wired, timeout: Duration) -> bool {
@@ -58,12 +64,24 @@ async fn heartbeat_keeps_a_slow_message_invisible_until_done() {
         ever_visible |= visible > 0 && !relay.lines.snapshot().is_empty();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(counted(&relay.lines).len(), 5, "{:?}", counted(&relay.lines));
-    assert!(!ever_visible, "the message became visible while it was being processed");
+    assert_eq!(
+        counted(&relay.lines).len(),
+        5,
+        "{:?}",
+        counted(&relay.lines)
+    );
+    assert!(
+        !ever_visible,
+        "the message became visible while it was being processed"
+    );
     assert!(wait_empty(&wired, Duration::from_secs(20)).await);
     // A redelivery would have sent lines again.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(counted(&relay.lines).values().all(|&n| n == 1), "{:?}", counted(&relay.lines));
+    assert!(
+        counted(&relay.lines).values().all(|&n| n == 1),
+        "{:?}",
+        counted(&relay.lines)
+    );
     assert!(
         collector.stderr.matching(&["could not extend"]).is_empty(),
         "heartbeat failed"
@@ -86,7 +104,11 @@ async fn kill_9_mid_object_then_restart_delivers_everything() {
     );
     wired.put("big.log", numbered("line", 20)).await;
     wired.put("small.log", numbered("small", 2)).await;
-    assert!(wait_for(Duration::from_secs(30), || relay.lines.snapshot().len() >= 3).await);
+    assert!(
+        wait_for(Duration::from_secs(30), || relay.lines.snapshot().len()
+            >= 3)
+        .await
+    );
     collector.child.kill().unwrap();
     collector.child.wait().unwrap();
     let before = relay.lines.snapshot().len();
@@ -100,7 +122,10 @@ async fn kill_9_mid_object_then_restart_delivers_everything() {
         "max_events = 1",
         "sqs_visibility_timeout = 3",
     );
-    let all = wait_for(Duration::from_secs(90), || counted(&relay.lines).len() >= 22).await;
+    let all = wait_for(Duration::from_secs(90), || {
+        counted(&relay.lines).len() >= 22
+    })
+    .await;
     assert!(all, "missing lines: got {:?}", counted(&relay.lines));
     assert!(wait_empty(&wired, Duration::from_secs(30)).await);
 }
@@ -128,7 +153,11 @@ async fn poison_message_is_retried_then_handled_while_others_flow() {
         .unwrap();
     wired.put("good.log", b"good line\n".to_vec()).await;
 
-    assert!(wait_for(Duration::from_secs(30), || counted(&relay.lines).contains_key("good line")).await);
+    assert!(
+        wait_for(Duration::from_secs(30), || counted(&relay.lines)
+            .contains_key("good line"))
+        .await
+    );
     let poisoned = wait_for(Duration::from_secs(60), || {
         !collector.stderr.matching(&["poison message"]).is_empty()
     })
@@ -158,7 +187,11 @@ async fn role_chaining_assumes_both_roles_with_the_external_id() {
          aws_external_id = \"ext-4242\"",
     );
     wired.put("roles.log", b"assumed\n".to_vec()).await;
-    assert!(wait_for(Duration::from_secs(30), || counted(&relay.lines).contains_key("assumed")).await);
+    assert!(
+        wait_for(Duration::from_secs(30), || counted(&relay.lines)
+            .contains_key("assumed"))
+        .await
+    );
     let bodies = recorded_bodies(&moto);
     let assume_calls: Vec<&String> = bodies
         .iter()
@@ -172,7 +205,10 @@ async fn role_chaining_assumes_both_roles_with_the_external_id() {
         .iter()
         .filter(|l| l.contains("role%2Fcustomer-cross") && l.contains("ExternalId=ext-4242"))
         .count();
-    assert!(base >= 1 && cross >= 1, "AssumeRole calls: {assume_calls:?}");
+    assert!(
+        base >= 1 && cross >= 1,
+        "AssumeRole calls: {assume_calls:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,20 +218,24 @@ async fn sigterm_mid_work_exits_cleanly_and_deletes_nothing_unconfirmed() {
     let dir = tempfile::tempdir().unwrap();
     // 30 batches at 1 s each cannot finish within the 3 s shutdown deadline.
     let relay = SlowRelay::start(Duration::from_secs(1));
-    let mut collector = start_collector_with(
-        dir.path(),
-        &moto,
-        &wired,
-        relay.port,
-        "max_events = 1",
-        "",
-    );
+    let mut collector =
+        start_collector_with(dir.path(), &moto, &wired, relay.port, "max_events = 1", "");
     tokio::time::sleep(Duration::from_secs(2)).await;
     wired.put("long.log", numbered("long", 30)).await;
-    assert!(wait_for(Duration::from_secs(30), || !relay.lines.snapshot().is_empty()).await);
+    assert!(
+        wait_for(Duration::from_secs(30), || !relay
+            .lines
+            .snapshot()
+            .is_empty())
+        .await
+    );
     let status = collector.terminate();
     assert!(status.success(), "exit status {status:?}");
     assert!(relay.lines.snapshot().len() < 30);
     let (visible, in_flight) = wired.depth().await;
-    assert_eq!(visible + in_flight, 1, "the unconfirmed message was deleted");
+    assert_eq!(
+        visible + in_flight,
+        1,
+        "the unconfirmed message was deleted"
+    );
 }

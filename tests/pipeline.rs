@@ -39,8 +39,12 @@ async fn three_objects_arrive_exactly_once_and_queue_empties() {
     let mut two_members = gzip(b"gz one\r\ngz two\n");
     two_members.extend(gzip(b"gz three\n\n"));
     wired.put("logs/two-members.gz", two_members).await;
-    wired.put("logs/plain.log", b"plain one\nplain two".to_vec()).await;
-    wired.put("dir/a b+c=d.log", b"odd key line\n".to_vec()).await;
+    wired
+        .put("logs/plain.log", b"plain one\nplain two".to_vec())
+        .await;
+    wired
+        .put("dir/a b+c=d.log", b"odd key line\n".to_vec())
+        .await;
 
     let expected = expect_lines(&[
         "gz one",
@@ -50,7 +54,10 @@ async fn three_objects_arrive_exactly_once_and_queue_empties() {
         "plain two",
         "odd key line",
     ]);
-    let arrived = wait_for(Duration::from_secs(60), || messages(&relay).len() >= expected.len()).await;
+    let arrived = wait_for(Duration::from_secs(60), || {
+        messages(&relay).len() >= expected.len()
+    })
+    .await;
     assert!(arrived, "got {:?}", messages(&relay));
     let mut empty = false;
     for _ in 0..100 {
@@ -81,7 +88,10 @@ async fn relay_down_then_up_loses_nothing() {
     // The collector keeps retrying and deletes nothing while the relay is away.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (visible, in_flight) = wired.depth().await;
-    assert!(visible + in_flight >= 2, "messages deleted without a relay: {visible} {in_flight}");
+    assert!(
+        visible + in_flight >= 2,
+        "messages deleted without a relay: {visible} {in_flight}"
+    );
 
     let relay = start_relay(dir.path(), port, "");
     let expected = expect_lines(&["first", "second", "third"]);
@@ -116,7 +126,10 @@ async fn ack_messages_false_keeps_the_message() {
     // Let the collector take moto's s3:TestEvent first, so the one message we count is ours.
     tokio::time::sleep(Duration::from_secs(2)).await;
     wired.put("keep.log", b"kept line\n".to_vec()).await;
-    let arrived = wait_for(Duration::from_secs(30), || messages(&relay).contains_key("kept line")).await;
+    let arrived = wait_for(Duration::from_secs(30), || {
+        messages(&relay).contains_key("kept line")
+    })
+    .await;
     assert!(arrived);
     // Stop the collector so the message rests in the queue, then watch it come back visible.
     assert!(collector.terminate().success());
@@ -129,7 +142,11 @@ async fn ack_messages_false_keeps_the_message() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(back, "message not back in the queue: {:?}", wired.depth().await);
+    assert!(
+        back,
+        "message not back in the queue: {:?}",
+        wired.depth().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +170,9 @@ async fn missing_object_and_refused_batch_are_clear_errors() {
         .await
         .unwrap();
     let long = "x".repeat(4096);
-    wired.put("huge.log", format!("{long}\n").into_bytes()).await;
+    wired
+        .put("huge.log", format!("{long}\n").into_bytes())
+        .await;
     wired.put("fine.log", b"still flows\n".to_vec()).await;
 
     let missing = wait_for(Duration::from_secs(30), || {
@@ -172,7 +191,10 @@ async fn missing_object_and_refused_batch_are_clear_errors() {
     })
     .await;
     assert!(refused, "no error line for the refused batch");
-    let fine = wait_for(Duration::from_secs(30), || messages(&relay).contains_key("still flows")).await;
+    let fine = wait_for(Duration::from_secs(30), || {
+        messages(&relay).contains_key("still flows")
+    })
+    .await;
     assert!(fine, "the good object did not arrive");
     // Exactly one error line per failure so far (the refused message retries after a
     // backoff longer than this test has run).

@@ -107,7 +107,11 @@ pub struct Wired {
 /// Creates bucket and queue and the notification between them.
 pub async fn wire(moto: &Moto, name: &str) -> Wired {
     let (s3, sqs) = moto.clients().await;
-    s3.create_bucket().bucket(name).send().await.expect("create bucket");
+    s3.create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("create bucket");
     let queue_url = sqs
         .create_queue()
         .queue_name(name)
@@ -201,7 +205,11 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn collect(self, stream: impl std::io::Read + Send + 'static, echo: Option<&'static str>) -> Self {
+    fn collect(
+        self,
+        stream: impl std::io::Read + Send + 'static,
+        echo: Option<&'static str>,
+    ) -> Self {
         let lines = self.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
@@ -318,7 +326,14 @@ pub fn start_collector(
     relay_port: u16,
     input_extra: &str,
 ) -> Proc {
-    start_collector_with(dir, moto, wired, relay_port, "max_age_ms = 200", input_extra)
+    start_collector_with(
+        dir,
+        moto,
+        wired,
+        relay_port,
+        "max_age_ms = 200",
+        input_extra,
+    )
 }
 
 /// As [`start_collector`], with the body of the `[batch]` table given.
@@ -386,7 +401,9 @@ pub fn parse_devo_line(line: &str) -> Option<(&str, &str, &str)> {
     let rest = line.strip_prefix("<14>")?;
     let (date, rest) = rest.split_at_checked(15)?;
     let b = date.as_bytes();
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     if !months.contains(&&date[..3])
         || b[3] != b' '
         || !(b[4] == b' ' || b[4].is_ascii_digit())
@@ -515,16 +532,225 @@ pub fn base64_decode(text: &str) -> Vec<u8> {
 
 /// The request bodies moto recorded, decoded.
 pub fn recorded_bodies(moto: &Moto) -> Vec<String> {
-    http(&moto.endpoint, "GET", "/moto-api/recorder/download-recording")
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .map(|record| {
-            let body = record["body"].as_str().unwrap_or_default();
-            if record["body_encoded"].as_bool() == Some(true) {
-                String::from_utf8_lossy(&base64_decode(body)).into_owned()
-            } else {
-                body.to_string()
-            }
-        })
-        .collect()
+    http(
+        &moto.endpoint,
+        "GET",
+        "/moto-api/recorder/download-recording",
+    )
+    .lines()
+    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    .map(|record| {
+        let body = record["body"].as_str().unwrap_or_default();
+        if record["body_encoded"].as_bool() == Some(true) {
+            String::from_utf8_lossy(&base64_decode(body)).into_owned()
+        } else {
+            body.to_string()
+        }
+    })
+    .collect()
+}
+
+// ---- Helpers for tests/shapes.rs: queues without notifications, SNS and EventBridge through
+// ---- moto's wire protocols (the repo has no SNS or EventBridge SDK client), and a collector
+// ---- whose input has no preset tag.
+
+/// Creates a queue; returns its (URL, ARN).
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    (url, arn)
+}
+
+/// A bucket and a queue with nothing between them: the test announces objects itself
+/// (SendMessage) or wires SNS or EventBridge. Returns the pair and the queue's ARN.
+pub async fn unwired(moto: &Moto, bucket: &str, queue: &str) -> (Wired, String) {
+    let (s3, sqs) = moto.clients().await;
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    let (queue_url, arn) = create_queue(&sqs, queue).await;
+    let wired = Wired {
+        s3,
+        sqs,
+        bucket: bucket.to_string(),
+        queue_url,
+    };
+    (wired, arn)
+}
+
+impl Wired {
+    /// Sends `body` to the queue as a message.
+    pub async fn send(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send message");
+    }
+
+    /// Bodies of the messages now visible, read without hiding them (visibility timeout 0).
+    pub async fn peek(&self) -> Vec<String> {
+        self.sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive message")
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.body)
+            .collect()
+    }
+}
+
+/// As [`start_collector`], but the input has no `tag`: `input_extra` sets `tag`, `processor`
+/// and the rest as the test needs (without a tag, the processor's default tag applies).
+pub fn start_collector_untagged(
+    dir: &Path,
+    moto: &Moto,
+    wired: &Wired,
+    relay_port: u16,
+    input_extra: &str,
+) -> Proc {
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[relay]
+url = "http://127.0.0.1:{relay_port}"
+timeout_secs = 5
+
+[batch]
+max_age_ms = 200
+
+[collector]
+id = "test"
+shutdown_timeout_secs = 3
+
+[[inputs]]
+name = "test"
+base_url = "{queue}"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+aws_access_key_id = "testing"
+aws_secret_access_key = "testing"
+sqs_wait_timeout = 1
+{input_extra}
+"#,
+            queue = wired.queue_url,
+            endpoint = moto.endpoint,
+        ),
+    )
+    .expect("write collector config");
+    Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_sluice")),
+        &config,
+        "collector",
+    )
+}
+
+/// Percent-encodes `text` for an `application/x-www-form-urlencoded` body.
+pub fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One POST to moto for `service`, the way an SDK would send it (moto picks the service from
+/// the credential scope of the Authorization header and checks no signature). Returns the
+/// response body; panics naming the call on a status other than 2xx.
+pub fn moto_post(moto: &Moto, service: &str, headers: &[(&str, &str)], body: &str) -> String {
+    use std::io::Read;
+    let authority = moto.endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect to moto");
+    let mut request = format!(
+        "POST / HTTP/1.1\r\nHost: {authority}\r\nAuthorization: AWS4-HMAC-SHA256 \
+         Credential=testing/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host, \
+         Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("write to moto");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read from moto");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    assert!(
+        status.starts_with('2'),
+        "{service} call {body:?} answered {head:?}"
+    );
+    body.to_string()
+}
+
+/// An SNS (query protocol) action with its parameters; returns the XML answer.
+pub fn sns_call(moto: &Moto, action: &str, params: &[(&str, &str)]) -> String {
+    let mut body = format!("Action={action}&Version=2010-03-31");
+    for (name, value) in params {
+        body.push_str(&format!("&{}={}", form_encode(name), form_encode(value)));
+    }
+    moto_post(
+        moto,
+        "sns",
+        &[(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        &body,
+    )
+}
+
+/// An EventBridge (JSON 1.1 protocol) operation; returns the JSON answer.
+pub fn events_call(moto: &Moto, operation: &str, input: &serde_json::Value) -> String {
+    moto_post(
+        moto,
+        "events",
+        &[
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", &format!("AWSEvents.{operation}")),
+        ],
+        &input.to_string(),
+    )
+}
+
+/// The text of the first `<name>` element of an XML answer.
+pub fn xml_text(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(xml[start..end].to_string())
 }
