@@ -80,9 +80,13 @@ pub async fn clients(input: &InputSettings) -> Clients {
     let s3_config = aws_sdk_s3::config::Builder::from(&shared)
         // Emulators and S3-compatible stores rarely serve virtual-hosted buckets.
         .force_path_style(input.endpoint_url.is_some())
+        .interceptor(AttemptCounter { service: "s3" })
+        .build();
+    let sqs_config = aws_sdk_sqs::config::Builder::from(&shared)
+        .interceptor(AttemptCounter { service: "sqs" })
         .build();
     Clients {
-        sqs: aws_sdk_sqs::Client::new(&shared),
+        sqs: aws_sdk_sqs::Client::from_conf(sqs_config),
         s3: aws_sdk_s3::Client::from_conf(s3_config),
     }
 }
@@ -116,5 +120,47 @@ where
             }
             text
         }
+    }
+}
+
+/// Counts AWS operations and their attempts, so the SDK's own retries (attempts beyond the
+/// first, with its standard backoff) show in the metrics: retries = attempts − operations.
+#[derive(Debug)]
+struct AttemptCounter {
+    service: &'static str,
+}
+
+impl aws_sdk_sqs::config::Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "sluice-attempt-counter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_sdk_sqs::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        crate::metrics::count(
+            "sluice_aws_operations_total",
+            "AWS API operations started",
+            &[("service", self.service)],
+            1,
+        );
+        Ok(())
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_sqs::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        crate::metrics::count(
+            "sluice_aws_attempts_total",
+            "AWS API attempts, the SDK's retries included",
+            &[("service", self.service)],
+            1,
+        );
+        Ok(())
     }
 }

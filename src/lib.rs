@@ -13,8 +13,10 @@
 //! - [`processor`]: decompressed bytes → tagged events;
 //! - [`batch`]: events → gzip batches;
 //! - [`forward`]: batches → relay confirmations;
+//! - [`ack`]: deletes of confirmed messages (batched);
 //! - [`metrics`]: Prometheus counters.
 
+pub mod ack;
 pub mod aws;
 pub mod batch;
 pub mod config;

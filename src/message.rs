@@ -37,6 +37,8 @@ pub struct InputContext {
     /// Poison threshold and action, resolved at start from the config and the queue's
     /// redrive policy; None leaves failing messages to the queue entirely.
     pub poison: Option<(u32, PoisonAction)>,
+    /// Deletes confirmed messages, batching those ready together.
+    pub deleter: crate::ack::Deleter,
 }
 
 /// How a message ended.
@@ -104,7 +106,9 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
         1,
     );
     match fate {
-        Fate::Done if ctx.settings.ack_messages => delete(&ctx, &receipt, &id).await,
+        Fate::Done if ctx.settings.ack_messages => {
+            ctx.deleter.delete(&receipt, &id).await;
+        }
         Fate::Done => {
             // ack_messages = false is the Devo collector's testing mode: never delete; the
             // message comes back after its visibility timeout.
@@ -134,7 +138,7 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
                 "poison message: failed on every receive so far"
             );
             if action == PoisonAction::Delete {
-                delete(&ctx, &receipt, &id).await;
+                ctx.deleter.delete(&receipt, &id).await;
             }
         }
         Fate::Retry => {
@@ -418,40 +422,6 @@ async fn heartbeat(ctx: Arc<InputContext>, receipt: String, id: String, stop: Ca
             }
         }
     }
-}
-
-/// Deletes a confirmed message, retrying a few times: a failed delete only costs a duplicate.
-async fn delete(ctx: &InputContext, receipt: &str, id: &str) {
-    let input = ctx.settings.name.as_str();
-    let queue = ctx.settings.queue_url.as_str();
-    for attempt in 1..=3u32 {
-        match ctx
-            .clients
-            .sqs
-            .delete_message()
-            .queue_url(queue)
-            .receipt_handle(receipt)
-            .send()
-            .await
-        {
-            Ok(_) => {
-                metrics::count(
-                    "sluice_messages_deleted_total",
-                    "Messages deleted after confirmation",
-                    &[("input", input)],
-                    1,
-                );
-                tracing::debug!(input, message_id = %id, "deleted");
-                return;
-            }
-            Err(e) => {
-                let e = crate::aws::describe(&e);
-                tracing::warn!(input, queue, message_id = %id, attempt, error = %e, "delete failed");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-            }
-        }
-    }
-    tracing::error!(input, queue, message_id = %id, "could not delete a confirmed message; it will be redelivered (duplicates)");
 }
 
 #[cfg(test)]

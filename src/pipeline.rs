@@ -66,11 +66,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         let poison = poison_policy(&clients.sqs, input).await;
         let ctx = Arc::new(InputContext {
             settings: input.clone(),
-            clients,
+            clients: clients.clone(),
             batch: settings.batch,
             forwarder: forwarder.clone(),
             fetch: fetch.clone(),
             poison,
+            deleter: crate::ack::Deleter::start(
+                clients.sqs.clone(),
+                input.queue_url.clone(),
+                input.name.clone(),
+            ),
         });
         tracing::info!(input = %input.name, queue = %input.queue_url, "polling");
         for _ in 0..input.pollers {
