@@ -22,6 +22,8 @@ pub mod charset;
 mod cloudwatch;
 pub mod config;
 mod emit;
+#[cfg(test)]
+mod fixtures;
 mod imperva;
 mod json;
 mod jsonproc;
