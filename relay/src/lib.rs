@@ -9,6 +9,7 @@
 //! - [`batch`]: streaming decoding and checking of batch bodies;
 //! - [`spool`]: the crash-safe segment log with per-output cursors;
 //! - [`output`]: delivery (framing, stdout, file, TCP/TLS to Devo or a relay);
+//! - [`limit`]: per-output rate limits;
 //! - [`metrics`]: counters and the Prometheus exposition;
 //! - [`app`]: wiring and shutdown.
 
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod client;
 pub mod config;
 pub mod ingest;
+pub mod limit;
 pub mod metrics;
 pub mod output;
 pub mod protocol;

@@ -1015,9 +1015,32 @@ impl Writer {
                 .map(|(id, size)| (*id, *size))
                 .collect()
         };
-        if doomed.is_empty() {
-            return;
+        if !doomed.is_empty() {
+            self.delete_segments(&doomed);
         }
+        // The active segment is freed only once sealed. When every output has delivered all
+        // of it, seal it now if it is sizeable or the spool is tight, so an idle relay does
+        // not keep delivered data on disk (small ones wait, to avoid a segment per batch).
+        let used = self.shared.used.load(Ordering::Relaxed);
+        let (segment_bytes, max_bytes) = (
+            self.shared.settings.segment_bytes,
+            self.shared.settings.max_bytes,
+        );
+        if self.active_size > 0
+            && min
+                >= (Position {
+                    segment: self.active,
+                    offset: self.active_size,
+                })
+            && (self.active_size >= segment_bytes / 4 || used + segment_bytes > max_bytes)
+            && self.roll().is_ok()
+        {
+            self.collect_garbage();
+        }
+    }
+
+    /// Deletes sealed segments (after making keys.log durable: it keeps their keys).
+    fn delete_segments(&mut self, doomed: &[(u64, u64)]) {
         if self.keys_dirty {
             let _ = self.keys_file.flush();
             if let Err(e) = self.keys_file.get_ref().sync_data() {
@@ -1027,7 +1050,7 @@ impl Writer {
             self.keys_dirty = false;
         }
         let mut freed = 0;
-        for (id, size) in &doomed {
+        for (id, size) in doomed {
             let path = segment_path(&self.shared.dir, *id);
             match std::fs::remove_file(&path) {
                 Ok(()) => freed += size,
@@ -1052,19 +1075,6 @@ impl Writer {
             .unwrap_or_else(|e| e.into_inner())
             .len();
         self.shared.metrics.spool_segments.set(count as i64);
-        // A delivered active segment that is large is rolled by the next group; when the spool
-        // is full and idle the ingest's refusals keep coming, so roll here to free it.
-        if self.active_size > 0
-            && min
-                >= (Position {
-                    segment: self.active,
-                    offset: self.active_size,
-                })
-            && used + self.shared.settings.segment_bytes > self.shared.settings.max_bytes
-            && self.roll().is_ok()
-        {
-            self.collect_garbage();
-        }
     }
 
     fn compact_keys(&mut self) {

@@ -8,8 +8,11 @@
 //!
 //! It does not accept batches (ingest.rs) and does not decide what the spool keeps (spool.rs).
 
+pub mod danger;
 pub mod frame;
+pub mod net;
 pub mod stream;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,9 +24,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{OutputKind, OutputSettings};
+use crate::limit::RateLimit;
 use crate::metrics::{Metrics, Phase};
 use crate::spool::{Position, SpoolReader, StoredBatch};
 use frame::Framer;
+use net::NetSink;
 use stream::StreamSink;
 
 /// Why a delivery attempt failed; every variant names where and in which phase.
@@ -41,14 +46,44 @@ pub enum OutputError {
     },
     #[error("batch {key} cannot be decoded: {reason}")]
     Decode { key: String, reason: String },
+    #[error("connect: cannot resolve {address}: {source}")]
+    Resolve {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("connect to {address} failed: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("connect to {address} timed out after {after:?}")]
+    ConnectTimeout { address: String, after: Duration },
+    #[error("TLS handshake with {address} failed: {reason}")]
+    Handshake { address: String, reason: String },
+    #[error("TLS handshake with {address} timed out after {after:?}")]
+    HandshakeTimeout { address: String, after: Duration },
+    #[error("write to {dest} timed out after {after:?}")]
+    WriteTimeout { dest: String, after: Duration },
+    #[error("close of {dest} failed: {reason}")]
+    Close { dest: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsConfigError),
 }
 
 impl OutputError {
     /// The phase, for metrics.
     pub fn phase(&self) -> Phase {
         match self {
-            OutputError::Open { .. } => Phase::Connect,
-            OutputError::Write { .. } => Phase::Write,
+            OutputError::Open { .. }
+            | OutputError::Resolve { .. }
+            | OutputError::Connect { .. }
+            | OutputError::ConnectTimeout { .. }
+            | OutputError::Tls(_) => Phase::Connect,
+            OutputError::Handshake { .. } | OutputError::HandshakeTimeout { .. } => {
+                Phase::Handshake
+            }
+            OutputError::Write { .. } | OutputError::WriteTimeout { .. } => Phase::Write,
+            OutputError::Close { .. } => Phase::Close,
             OutputError::Decode { .. } => Phase::Decode,
         }
     }
@@ -94,29 +129,42 @@ impl Backoff {
 /// Where a worker writes.
 pub enum Sink {
     Stream(StreamSink),
+    Net(Box<NetSink>),
 }
 
 impl Sink {
     async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
         match self {
             Sink::Stream(s) => s.write_all(data).await,
+            Sink::Net(n) => n.write_all(data).await,
         }
     }
     async fn flush(&mut self) -> Result<(), OutputError> {
         match self {
             Sink::Stream(s) => s.flush().await,
+            Sink::Net(n) => n.flush().await,
         }
     }
     async fn before_batch(&mut self) -> Result<(), OutputError> {
-        Ok(())
+        match self {
+            Sink::Stream(_) => Ok(()),
+            Sink::Net(n) => n.before_batch().await,
+        }
     }
+    /// After an error: forget the connection (the batch is resent on a new one).
     fn reset(&mut self) {
         match self {
             Sink::Stream(s) => s.reset(),
+            Sink::Net(n) => n.drop_conn(),
         }
     }
     async fn close(&mut self) {
-        let _ = self.flush().await;
+        match self {
+            Sink::Stream(s) => {
+                let _ = s.flush().await;
+            }
+            Sink::Net(n) => n.close().await,
+        }
     }
 }
 
@@ -130,12 +178,13 @@ pub struct Sent {
     pub bytes: u64,
 }
 
-/// One worker's state: its sink and its framer.
+/// One worker's state: its sink, its framer and the output's shared rate limit.
 pub struct Worker {
     pub name: String,
     pub sink: Sink,
     pub framer: Framer,
     pub metrics: Arc<Metrics>,
+    pub limit: Option<Arc<RateLimit>>,
 }
 
 impl Worker {
@@ -154,6 +203,11 @@ impl Worker {
                     reason: e.to_string(),
                 })?;
             let Some(stats) = stats else { break };
+            if let Some(limit) = &self.limit {
+                if limit.acquire(stats.events, out.len() as u64).await {
+                    self.metrics.output(&self.name).rate_limited_waits.inc();
+                }
+            }
             self.sink.write_all(&out).await?;
             sent.events += stats.events;
             sent.bytes += out.len() as u64;
@@ -163,16 +217,27 @@ impl Worker {
     }
 }
 
-/// Builds the sinks of an output: one per worker.
-fn sinks(settings: &OutputSettings) -> Result<Vec<Sink>, OutputError> {
+/// Builds the sinks of an output: one per worker (one per pooled connection).
+fn sinks(settings: &OutputSettings, metrics: &Arc<Metrics>) -> Result<Vec<Sink>, OutputError> {
     Ok(match &settings.kind {
         OutputKind::Stdout => vec![Sink::Stream(StreamSink::stdout())],
         OutputKind::File { path } => vec![Sink::Stream(StreamSink::file(path.clone()))],
-        OutputKind::Net(_) => {
-            return Err(OutputError::Decode {
-                key: String::new(),
-                reason: "network outputs are not built yet".into(),
-            })
+        OutputKind::Net(net) => {
+            let tls = match &net.tls {
+                Some(t) => Some(tls::client(t)?),
+                None => None,
+            };
+            let net = Arc::new((**net).clone());
+            (0..net.connections)
+                .map(|_| {
+                    Sink::Net(Box::new(NetSink::new(
+                        settings.name.clone(),
+                        net.clone(),
+                        tls.clone(),
+                        metrics.clone(),
+                    )))
+                })
+                .collect()
         }
     })
 }
@@ -184,7 +249,8 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, OutputError> {
-    let sinks = sinks(&settings)?;
+    let sinks = sinks(&settings, &metrics)?;
+    let limit = RateLimit::new(&settings.rate);
     let workers: Vec<Worker> = sinks
         .into_iter()
         .map(|sink| Worker {
@@ -192,6 +258,7 @@ pub fn spawn(
             sink,
             framer: Framer::new(&settings.framing),
             metrics: metrics.clone(),
+            limit: limit.clone(),
         })
         .collect();
     Ok(tokio::spawn(run(settings, reader, workers, stop)))
