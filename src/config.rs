@@ -111,6 +111,8 @@ pub struct RawCollector {
     pub shutdown_timeout_secs: Option<u64>,
     /// `host:port` for `GET /metrics`; off when unset.
     pub metrics_address: Option<String>,
+    /// Directory for the processed-object ledgers; no ledger when unset.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// One `[[inputs]]` table, before validation.
@@ -134,6 +136,10 @@ pub struct RawInput {
     pub aws_cross_account_role: Option<String>,
     /// Devo: external id sent with the AssumeRole calls.
     pub aws_external_id: Option<String>,
+    /// Ledger entry lifetime, seconds (with `collector.state_dir`). Default 7 days.
+    pub ledger_ttl_secs: Option<u64>,
+    /// Most ledger entries kept (oldest evicted). Default 100000.
+    pub ledger_max_entries: Option<usize>,
     /// Devo: false skips the input. Default true.
     pub enabled: Option<bool>,
     /// Devo: short id of this input (1 to 5 characters), used in state names.
@@ -177,6 +183,8 @@ const INPUT_KEYS: &[&str] = &[
     "aws_base_account_role",
     "aws_cross_account_role",
     "aws_external_id",
+    "ledger_ttl_secs",
+    "ledger_max_entries",
     "enabled",
     "short_unique_id",
     "ack_messages",
@@ -214,6 +222,17 @@ pub struct Settings {
     pub fetch: FetchLimits,
     /// Enabled inputs.
     pub inputs: Vec<InputSettings>,
+}
+
+/// Where and how long the processed-object ledger keeps entries.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    /// The ledger file.
+    pub path: std::path::PathBuf,
+    /// Entry lifetime.
+    pub ttl: Duration,
+    /// Most entries.
+    pub max_entries: usize,
 }
 
 /// What happens to a message that failed `max_receive_count` times.
@@ -282,6 +301,9 @@ pub struct InputSettings {
     pub poison_action: Option<PoisonAction>,
     /// Dry run: batches are counted, not sent.
     pub do_not_send: bool,
+    /// Ledger file, when `collector.state_dir` is set: `<state_dir>/<short_unique_id or
+    /// name>/objects.ledger`.
+    pub ledger: Option<LedgerSettings>,
     /// Direct mode: bodies are events.
     pub direct_mode: bool,
     /// Send the md5 event per message.
@@ -362,7 +384,11 @@ impl Settings {
                 tracing::info!(input = %name, "input disabled (enabled = false), skipped");
                 continue;
             }
-            inputs.push(validate_input(&name, input)?);
+            inputs.push(validate_input(
+                &name,
+                input,
+                raw.collector.state_dir.as_deref(),
+            )?);
         }
         if inputs.is_empty() {
             return Err(invalid("inputs", "no enabled [[inputs]]"));
@@ -417,7 +443,11 @@ fn ranged(
     Ok(v)
 }
 
-fn validate_input(name: &str, input: RawInput) -> Result<InputSettings, ConfigError> {
+fn validate_input(
+    name: &str,
+    input: RawInput,
+    state_dir: Option<&Path>,
+) -> Result<InputSettings, ConfigError> {
     let field = |key: &str| format!("inputs.{name}.{key}");
     if !input.base_url.starts_with("http://") && !input.base_url.starts_with("https://") {
         return Err(invalid(
@@ -459,15 +489,44 @@ fn validate_input(name: &str, input: RawInput) -> Result<InputSettings, ConfigEr
             ))
         }
     };
-    if let Some(id) = &input.short_unique_id {
-        let text = match id {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        if text.is_empty() || text.len() > 5 {
-            return Err(invalid(field("short_unique_id"), "1 to 5 characters"));
+    let short_id = match &input.short_unique_id {
+        Some(id) => {
+            let text = match id {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if text.is_empty()
+                || text.len() > 5
+                || !text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    field("short_unique_id"),
+                    "1 to 5 characters of A-Z a-z 0-9 - _",
+                ));
+            }
+            Some(text)
         }
-    }
+        None => None,
+    };
+    // The namespace is a path component: the input name qualifies only if it is a safe one.
+    let namespace = short_id.unwrap_or_else(|| {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    });
+    let ledger = state_dir.map(|dir| LedgerSettings {
+        path: dir.join(namespace).join("objects.ledger"),
+        ttl: Duration::from_secs(input.ledger_ttl_secs.unwrap_or(7 * 24 * 3600)),
+        max_entries: input.ledger_max_entries.unwrap_or(100_000).max(1),
+    });
     let processing = input
         .processing
         .resolve()
@@ -509,6 +568,7 @@ fn validate_input(name: &str, input: RawInput) -> Result<InputSettings, ConfigEr
         max_receive_count: input.max_receive_count,
         poison_action,
         do_not_send: input.do_not_send.unwrap_or(false),
+        ledger,
         direct_mode: input.direct_mode.unwrap_or(false),
         debug_md5: input.debug_md5.unwrap_or(false),
         processing,

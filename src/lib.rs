@@ -14,6 +14,7 @@
 //! - [`batch`]: events → gzip batches;
 //! - [`forward`]: batches → relay confirmations;
 //! - [`ack`]: deletes of confirmed messages (batched);
+//! - [`ledger`]: objects already delivered (optional, cuts duplicates);
 //! - [`metrics`]: Prometheus counters.
 
 pub mod ack;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod decompress;
 pub mod fetch;
 pub mod forward;
+pub mod ledger;
 pub mod message;
 pub mod metrics;
 pub mod notification;

@@ -39,6 +39,8 @@ pub struct InputContext {
     pub poison: Option<(u32, PoisonAction)>,
     /// Deletes confirmed messages, batching those ready together.
     pub deleter: crate::ack::Deleter,
+    /// The processed-object ledger, when the collector has a `state_dir`.
+    pub ledger: Option<crate::ledger::Ledger>,
 }
 
 /// How a message ended.
@@ -190,6 +192,7 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
         message_id: id,
         sent_ms: facts.sent_ms,
         receive_count: facts.receive_count,
+        ledger: ctx.ledger.as_ref(),
     };
     if ctx.settings.direct_mode {
         // The body is the event: no notification, no S3. The input's processing for an
@@ -283,7 +286,16 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
         };
         let started = std::time::Instant::now();
         match object::run(&job, object, spec, hints).await {
-            Ok(stats) => {
+            Ok(None) => {
+                metrics::count(
+                    "sluice_objects_total",
+                    "Objects handled, by outcome",
+                    &[("input", input), ("outcome", "already_delivered")],
+                    1,
+                );
+                tracing::info!(input, message_id = %id, bucket = %object.bucket, key = %object.key, "object already delivered (ledger); not sent again");
+            }
+            Ok(Some(stats)) => {
                 metrics::count(
                     "sluice_objects_total",
                     "Objects handled, by outcome",

@@ -78,15 +78,18 @@ pub struct ObjectJob<'a> {
     pub sent_ms: Option<u64>,
     /// The message's `ApproximateReceiveCount`.
     pub receive_count: u32,
+    /// Objects already delivered, when the input keeps a ledger.
+    pub ledger: Option<&'a crate::ledger::Ledger>,
 }
 
-/// Processes `object` with `spec` and returns its stats once every batch is confirmed.
+/// Processes `object` with `spec` and returns its stats once every batch is confirmed, or
+/// None when the ledger says the same version was delivered before.
 pub async fn run(
     job: &ObjectJob<'_>,
     object: &ObjectRef,
     spec: &ProcessorSpec,
     hints: decompress::Hints,
-) -> Result<ObjectStats, ObjectError> {
+) -> Result<Option<ObjectStats>, ObjectError> {
     let (opened, key) = match fetch::open(job.s3, &object.bucket, &object.key, job.fetch).await {
         Err(FetchError::Missing) if object.fallback_key.is_some() => {
             let alt = object.fallback_key.clone().unwrap_or_default();
@@ -96,6 +99,13 @@ pub async fn run(
         }
         other => (other?, object.key.clone()),
     };
+    // The version read, for the ledger: the ETag S3 just gave, else the notification's.
+    let etag = opened.etag.clone().or_else(|| object.etag.clone());
+    if let (Some(ledger), Some(etag)) = (job.ledger, &etag) {
+        if ledger.contains(&object.bucket, &key, etag) {
+            return Ok(None);
+        }
+    }
     let hints = decompress::Hints {
         content_encoding: opened.content_encoding.clone(),
         ..hints
@@ -111,7 +121,14 @@ pub async fn run(
     ));
     let result = split_and_forward(job, spec, hints, &object.bucket, &key, reader).await;
     pump.abort();
-    result
+    let stats = result?;
+    if let (Some(ledger), Some(etag)) = (job.ledger, &etag) {
+        // Only after every batch was confirmed, and never in a dry run.
+        if !job.do_not_send {
+            ledger.record(&object.bucket, &key, etag);
+        }
+    }
+    Ok(Some(stats))
 }
 
 /// Processes an SQS body itself as the object (direct mode): `bucket` and `key` are empty.

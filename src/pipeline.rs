@@ -23,6 +23,8 @@ use crate::metrics;
 pub enum StartError {
     #[error("relay: {0}")]
     Relay(#[from] sluice_relay::client::ClientError),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("metrics listener on {address}: {source}")]
     Metrics {
         address: String,
@@ -64,6 +66,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     for input in &settings.inputs {
         let clients = crate::aws::clients(input).await;
         let poison = poison_policy(&clients.sqs, input).await;
+        let ledger = match &input.ledger {
+            Some(l) => Some(crate::ledger::Ledger::open(&l.path, l.ttl, l.max_entries)?),
+            None => None,
+        };
         let ctx = Arc::new(InputContext {
             settings: input.clone(),
             clients: clients.clone(),
@@ -76,6 +82,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 input.queue_url.clone(),
                 input.name.clone(),
             ),
+            ledger,
         });
         tracing::info!(input = %input.name, queue = %input.queue_url, "polling");
         for _ in 0..input.pollers {

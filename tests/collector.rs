@@ -239,3 +239,74 @@ async fn sigterm_mid_work_exits_cleanly_and_deletes_nothing_unconfirmed() {
         "the unconfirmed message was deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_skips_an_object_already_delivered() {
+    let moto = Moto::start();
+    let wired = wire(&moto, "ledger").await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = SlowRelay::start(Duration::ZERO);
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[relay]
+url = "http://127.0.0.1:{port}"
+
+[collector]
+state_dir = "{state}"
+
+[[inputs]]
+name = "ledger"
+short_unique_id = "led1"
+base_url = "{queue}"
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+aws_access_key_id = "testing"
+aws_secret_access_key = "testing"
+sqs_wait_timeout = 1
+"#,
+            port = relay.port,
+            state = dir.path().join("state").display(),
+            queue = wired.queue_url,
+            endpoint = moto.endpoint,
+        ),
+    )
+    .unwrap();
+    let collector = spawn_collector(&config);
+    wired.put("once.log", b"only once\n".to_vec()).await;
+    assert!(
+        wait_for(Duration::from_secs(30), || counted(&relay.lines)
+            .contains_key("only once"))
+        .await
+    );
+    // The same announcement again, as a redelivery would bring it.
+    let body = format!(
+        r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{}"}},"object":{{"key":"once.log"}}}}}}]}}"#,
+        wired.bucket
+    );
+    wired
+        .sqs
+        .send_message()
+        .queue_url(&wired.queue_url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+    let skipped = wait_for(Duration::from_secs(30), || {
+        !collector.stderr.matching(&["already delivered"]).is_empty()
+    })
+    .await;
+    assert!(skipped, "the ledger did not recognise the object");
+    assert!(wait_empty(&wired, Duration::from_secs(20)).await);
+    assert_eq!(counted(&relay.lines).get("only once"), Some(&1));
+    assert!(dir.path().join("state/led1/objects.ledger").exists());
+}
+
+fn spawn_collector(config: &std::path::Path) -> Proc {
+    Proc::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sluice")),
+        config,
+        "collector",
+    )
+}

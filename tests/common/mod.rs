@@ -245,7 +245,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(program: &Path, config: &Path, name: &'static str) -> Proc {
+    pub fn spawn(program: &Path, config: &Path, name: &'static str) -> Proc {
         let mut child = Command::new(program)
             .arg("--config")
             .arg(config)
