@@ -202,3 +202,104 @@ async fn missing_object_and_refused_batch_are_clear_errors() {
     assert_eq!(collector.stderr.matching(&["ERROR", "huge.log"]).len(), 1);
     assert!(collector.alive() && relay.alive());
 }
+
+/// Lines that barely compress, so a few objects overflow a small spool.
+fn noisy_lines(prefix: &str, n: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ prefix.len() as u64;
+    let mut out = String::new();
+    for i in 0..n {
+        let mut line = format!("{prefix}-{i} ");
+        for _ in 0..8 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            line.push_str(&format!("{state:016x}"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_pushes_back_to_the_collector_then_everything_flows() {
+    let moto = Moto::start();
+    let wired = wire(&moto, "backpressure").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let downstream = free_port();
+    // A 256 KiB spool whose second output (an in-house relay) is down: it fills and stays
+    // full until that output drains.
+    // `start_relay` puts this text right after `[spool] dir`, so the first line is a spool key.
+    let _relay = start_relay(
+        dir.path(),
+        port,
+        &format!(
+            "max_bytes = 262144\n\n[limits]\nmax_body_bytes = 65536\n\n\
+             [[outputs]]\ntype = \"relay\"\naddress = \"127.0.0.1:{downstream}\"\nbackoff_max_ms = 500\n"
+        ),
+    );
+    let collector = start_collector_with(
+        dir.path(),
+        &moto,
+        &wired,
+        port,
+        "max_bytes = 32768\nmax_age_ms = 200",
+        "",
+    );
+    for name in ["a", "b", "c"] {
+        wired
+            .put(&format!("{name}.log"), noisy_lines(name, 1500))
+            .await;
+    }
+    let pushed_back = wait_for(Duration::from_secs(60), || {
+        !collector.stderr.matching(&["429"]).is_empty()
+    })
+    .await;
+    assert!(pushed_back, "the relay never answered 429");
+    let (visible, in_flight) = wired.depth().await;
+    assert!(
+        visible + in_flight >= 1,
+        "a message was deleted while its batches were refused"
+    );
+
+    // The downstream comes up: the spool drains, the collector's retries go through.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", downstream)).unwrap();
+    let received = Lines::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    sink.push(line);
+                }
+            });
+        }
+    });
+    let expected = 3 * 1500;
+    let all = wait_for(Duration::from_secs(120), || {
+        let mut seen: Vec<String> = received
+            .snapshot()
+            .iter()
+            .filter_map(|l| parse_devo_line(l).map(|(_, _, m)| m.to_string()))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen.len() >= expected
+    })
+    .await;
+    assert!(all, "only {} lines downstream", received.snapshot().len());
+    let mut empty = false;
+    for _ in 0..100 {
+        if wired.depth().await == (0, 0) {
+            empty = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(empty, "queue not empty: {:?}", wired.depth().await);
+}

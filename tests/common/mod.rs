@@ -205,6 +205,11 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
+    /// Adds a line (for receivers written in the tests).
+    pub fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+
     fn collect(
         self,
         stream: impl std::io::Read + Send + 'static,
