@@ -28,17 +28,6 @@ fn numbered(prefix: &str, n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-async fn wait_empty(wired: &Wired, timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if wired.depth().await == (0, 0) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_keeps_a_slow_message_invisible_until_done() {
     let moto = Moto::start();
@@ -74,7 +63,7 @@ async fn heartbeat_keeps_a_slow_message_invisible_until_done() {
         !ever_visible,
         "the message became visible while it was being processed"
     );
-    assert!(wait_empty(&wired, Duration::from_secs(20)).await);
+    assert!(wired.wait_empty(Duration::from_secs(20)).await);
     // A redelivery would have sent lines again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
@@ -127,7 +116,7 @@ async fn kill_9_mid_object_then_restart_delivers_everything() {
     })
     .await;
     assert!(all, "missing lines: got {:?}", counted(&relay.lines));
-    assert!(wait_empty(&wired, Duration::from_secs(30)).await);
+    assert!(wired.wait_empty(Duration::from_secs(30)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +154,7 @@ async fn poison_message_is_retried_then_handled_while_others_flow() {
     assert!(poisoned, "no poison line");
     // It was tried twice (one undecodable error line per receive) before being handled.
     assert_eq!(collector.stderr.matching(&["undecodable message"]).len(), 2);
-    assert!(wait_empty(&wired, Duration::from_secs(20)).await);
+    assert!(wired.wait_empty(Duration::from_secs(20)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +262,11 @@ sqs_wait_timeout = 1
         ),
     )
     .unwrap();
-    let collector = spawn_collector(&config);
+    let collector = Proc::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sluice")),
+        &config,
+        "collector",
+    );
     wired.put("once.log", b"only once\n".to_vec()).await;
     assert!(
         wait_for(Duration::from_secs(30), || counted(&relay.lines)
@@ -298,15 +291,7 @@ sqs_wait_timeout = 1
     })
     .await;
     assert!(skipped, "the ledger did not recognise the object");
-    assert!(wait_empty(&wired, Duration::from_secs(20)).await);
+    assert!(wired.wait_empty(Duration::from_secs(20)).await);
     assert_eq!(counted(&relay.lines).get("only once"), Some(&1));
     assert!(dir.path().join("state/led1/objects.ledger").exists());
-}
-
-fn spawn_collector(config: &std::path::Path) -> Proc {
-    Proc::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_sluice")),
-        config,
-        "collector",
-    )
 }

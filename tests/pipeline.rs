@@ -59,15 +59,11 @@ async fn three_objects_arrive_exactly_once_and_queue_empties() {
     })
     .await;
     assert!(arrived, "got {:?}", messages(&relay));
-    let mut empty = false;
-    for _ in 0..100 {
-        if wired.depth().await == (0, 0) {
-            empty = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(empty, "queue not empty: {:?}", wired.depth().await);
+    assert!(
+        wired.wait_empty(Duration::from_secs(10)).await,
+        "queue not empty: {:?}",
+        wired.depth().await
+    );
     // Nothing more arrives later (no redelivery, no duplicate).
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(messages(&relay), expected);
@@ -97,15 +93,11 @@ async fn relay_down_then_up_loses_nothing() {
     let expected = expect_lines(&["first", "second", "third"]);
     let arrived = wait_for(Duration::from_secs(60), || messages(&relay).len() >= 3).await;
     assert!(arrived, "got {:?}", messages(&relay));
-    let mut empty = false;
-    for _ in 0..100 {
-        if wired.depth().await == (0, 0) {
-            empty = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(empty, "queue not empty: {:?}", wired.depth().await);
+    assert!(
+        wired.wait_empty(Duration::from_secs(10)).await,
+        "queue not empty: {:?}",
+        wired.depth().await
+    );
     assert_eq!(messages(&relay), expected);
 }
 
@@ -293,13 +285,9 @@ async fn full_spool_pushes_back_to_the_collector_then_everything_flows() {
     })
     .await;
     assert!(all, "only {} lines downstream", received.snapshot().len());
-    let mut empty = false;
-    for _ in 0..100 {
-        if wired.depth().await == (0, 0) {
-            empty = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(empty, "queue not empty: {:?}", wired.depth().await);
+    assert!(
+        wired.wait_empty(Duration::from_secs(20)).await,
+        "queue not empty: {:?}",
+        wired.depth().await
+    );
 }

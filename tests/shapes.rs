@@ -60,15 +60,11 @@ async fn settle(relay: &Proc, wired: &Wired, expected: &BTreeMap<(String, String
     })
     .await;
     assert!(arrived, "expected {expected:#?}\ngot {:#?}", devo(relay));
-    let mut empty = false;
-    for _ in 0..100 {
-        if wired.depth().await == (0, 0) {
-            empty = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(empty, "queue not empty: {:?}", wired.depth().await);
+    assert!(
+        wired.wait_empty(Duration::from_secs(10)).await,
+        "queue not empty: {:?}",
+        wired.depth().await
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(&devo(relay), expected);
     assert_eq!(wired.depth().await, (0, 0));

@@ -167,6 +167,20 @@ impl Wired {
             .expect("put object");
     }
 
+    /// Waits until the queue has no visible and no in-flight message.
+    pub async fn wait_empty(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.depth().await == (0, 0) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// (visible, in flight) message counts.
     pub async fn depth(&self) -> (u64, u64) {
         let attrs = self
@@ -323,7 +337,8 @@ pub fn start_relay(dir: &Path, port: u16, extra: &str) -> Proc {
     relay
 }
 
-/// Starts the collector for one input on `wired`'s queue; `input_extra` goes into the input.
+/// Starts the collector for one input on `wired`'s queue, tagged `my.app.sluice.test`;
+/// `input_extra` goes into the input.
 pub fn start_collector(
     dir: &Path,
     moto: &Moto,
@@ -350,6 +365,20 @@ pub fn start_collector_with(
     batch: &str,
     input_extra: &str,
 ) -> Proc {
+    let input = format!("tag = \"my.app.sluice.test\"\n{input_extra}");
+    spawn_collector(dir, moto, wired, relay_port, batch, &input)
+}
+
+/// Writes the collector's configuration (one input on `wired`'s queue, no tag unless `input`
+/// sets one) and starts it.
+fn spawn_collector(
+    dir: &Path,
+    moto: &Moto,
+    wired: &Wired,
+    relay_port: u16,
+    batch: &str,
+    input: &str,
+) -> Proc {
     let config = dir.join("collector.toml");
     std::fs::write(
         &config,
@@ -372,9 +401,8 @@ region = "us-east-1"
 endpoint_url = "{endpoint}"
 aws_access_key_id = "testing"
 aws_secret_access_key = "testing"
-tag = "my.app.sluice.test"
 sqs_wait_timeout = 1
-{input_extra}
+{input}
 "#,
             queue = wired.queue_url,
             endpoint = moto.endpoint,
@@ -641,40 +669,13 @@ pub fn start_collector_untagged(
     relay_port: u16,
     input_extra: &str,
 ) -> Proc {
-    let config = dir.join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[relay]
-url = "http://127.0.0.1:{relay_port}"
-timeout_secs = 5
-
-[batch]
-max_age_ms = 200
-
-[collector]
-id = "test"
-shutdown_timeout_secs = 3
-
-[[inputs]]
-name = "test"
-base_url = "{queue}"
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-aws_access_key_id = "testing"
-aws_secret_access_key = "testing"
-sqs_wait_timeout = 1
-{input_extra}
-"#,
-            queue = wired.queue_url,
-            endpoint = moto.endpoint,
-        ),
-    )
-    .expect("write collector config");
-    Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_sluice")),
-        &config,
-        "collector",
+    spawn_collector(
+        dir,
+        moto,
+        wired,
+        relay_port,
+        "max_age_ms = 200",
+        input_extra,
     )
 }
 
