@@ -98,8 +98,12 @@ impl Forwarder {
                     return Ok(confirmation);
                 }
                 Err(e) if e.is_retryable() => {
-                    let wait = e.retry_after().unwrap_or(delay).max(delay / 2);
-                    let wait = jitter(wait);
+                    // The relay's Retry-After is a floor: retrying earlier only earns another
+                    // 429. Our own backoff, jittered, applies when it is longer or absent.
+                    let wait = match e.retry_after() {
+                        Some(after) => after.max(jitter(delay)),
+                        None => jitter(delay),
+                    };
                     metrics::count(
                         "sluice_batch_retries_total",
                         "Batch sends retried (relay unreachable or busy)",

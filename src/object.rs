@@ -119,7 +119,8 @@ pub async fn run(
         job.fetch.clone(),
         body_tx,
     ));
-    let result = split_and_forward(job, spec, hints, &object.bucket, &key, reader).await;
+    let result =
+        split_and_forward(job, spec, hints, &object.bucket, &key, reader, Some(&pump)).await;
     pump.abort();
     let stats = result?;
     if let (Some(ledger), Some(etag)) = (job.ledger, &etag) {
@@ -142,11 +143,12 @@ pub async fn run_body(
     // The channel holds several chunks, so this one send never waits.
     let _ = body_tx.send(Ok(body)).await;
     drop(body_tx);
-    split_and_forward(job, spec, hints, "", "", reader).await
+    split_and_forward(job, spec, hints, "", "", reader, None).await
 }
 
 /// Runs decompress → processor → batch on a blocking thread over `reader`, and forwards
-/// every batch; returns when all are confirmed or something failed.
+/// every batch; returns when all are confirmed or something failed. `pump` feeds `reader`:
+/// it is stopped when forwarding fails, so a stalled download cannot hold the failure up.
 async fn split_and_forward(
     job: &ObjectJob<'_>,
     spec: &ProcessorSpec,
@@ -154,6 +156,7 @@ async fn split_and_forward(
     bucket: &str,
     key: &str,
     reader: fetch::ChunkReader,
+    pump: Option<&tokio::task::JoinHandle<()>>,
 ) -> Result<ObjectStats, ObjectError> {
     let (batch_tx, mut batch_rx) = mpsc::channel(BATCHES_QUEUED);
     let spec = spec.clone();
@@ -193,6 +196,9 @@ async fn split_and_forward(
         }
         if let Err(e) = job.forwarder.deliver(job.input, &batch).await {
             forward_error = Some(e);
+            if let Some(pump) = pump {
+                pump.abort();
+            }
             break;
         }
     }
