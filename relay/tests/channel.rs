@@ -295,3 +295,40 @@ fn unknown_config_key_is_an_error_naming_it() {
     assert!(err.contains("max_byts"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test]
+async fn two_outputs_each_get_every_line() {
+    let (_d, dir) = tmp();
+    let file = dir.join("events.log");
+    let outputs = format!(
+        "{STDOUT}\n[[outputs]]\ntype = \"file\"\nhostname = \"filehost\"\nseverity = 3\npath = \"{}\"\n",
+        file.display()
+    );
+    let relay = start(&dir, &spool_config(&dir.join("spool"), "", &outputs));
+    relay
+        .client(None)
+        .send(
+            "f1",
+            &batch(&[("my.app.f", "to both"), ("my.app.f", "twice")]),
+        )
+        .await
+        .unwrap();
+    let lines = relay.wait_lines(2, Duration::from_secs(10));
+    assert_devo_line(&lines[1], "14", "testhost", "my.app.f", "twice");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read(&file).unwrap_or_default();
+        if text.iter().filter(|&&b| b == b'\n').count() >= 2 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "file output incomplete"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let file_lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    assert_devo_line(file_lines[0], "11", "filehost", "my.app.f", "to both");
+    assert_devo_line(file_lines[1], "11", "filehost", "my.app.f", "twice");
+    assert!(relay.terminate().success());
+}

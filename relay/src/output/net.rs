@@ -291,3 +291,119 @@ async fn connect_any(address: &str) -> Result<(TcpStream, SocketAddr), OutputErr
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::net::TcpListener;
+
+    fn settings(address: String, idle: Duration) -> Arc<NetSettings> {
+        Arc::new(NetSettings {
+            address,
+            tls: None,
+            connections: 1,
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(2),
+            tls_settle: Duration::ZERO,
+            idle_reconnect: idle,
+            max_connection_age: Duration::from_secs(3600),
+        })
+    }
+
+    fn sink(address: String, idle: Duration) -> (NetSink, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(&["o".to_string()]));
+        (
+            NetSink::new("o".into(), settings(address, idle), None, metrics.clone()),
+            metrics,
+        )
+    }
+
+    /// Accepts connections; each reads to EOF and reports (connection number, bytes).
+    async fn server() -> (
+        String,
+        tokio::sync::mpsc::UnboundedReceiver<(usize, Vec<u8>)>,
+    ) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    let _ = s.read_to_end(&mut data).await;
+                    let _ = s.shutdown().await;
+                    let _ = tx.send((n, data));
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn idle_connection_is_closed_gracefully_and_replaced() {
+        let (addr, mut rx) = server().await;
+        let (mut s, metrics) = sink(addr, Duration::from_millis(50));
+        s.before_batch().await.unwrap();
+        s.write_all(b"one\n").await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Idle past the limit: the first connection is closed (the server sees EOF) first.
+        s.before_batch().await.unwrap();
+        let (n, data) = rx.recv().await.unwrap();
+        assert_eq!((n, data.as_slice()), (0, &b"one\n"[..]));
+        s.write_all(b"two\n").await.unwrap();
+        s.flush().await.unwrap();
+        s.close().await;
+        let (n, data) = rx.recv().await.unwrap();
+        assert_eq!((n, data.as_slice()), (1, &b"two\n"[..]));
+        assert_eq!(metrics.output("o").connects.get(), 2);
+        assert_eq!(metrics.output("o").connections_open.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_written_to() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (mut s, metrics) = sink(addr, Duration::from_secs(30));
+        let accept = tokio::spawn(async move {
+            let (first, _) = l.accept().await.unwrap();
+            drop(first); // the server hangs up at once
+            let (mut second, _) = l.accept().await.unwrap();
+            let mut data = Vec::new();
+            second.read_to_end(&mut data).await.unwrap();
+            data
+        });
+        s.before_batch().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The probe sees the EOF and reconnects before the batch is written.
+        s.before_batch().await.unwrap();
+        s.write_all(b"kept\n").await.unwrap();
+        s.flush().await.unwrap();
+        s.close().await;
+        assert_eq!(accept.await.unwrap(), b"kept\n");
+        assert_eq!(metrics.output("o").connects.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn connect_errors_name_the_phase_and_address() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (mut s, _) = sink(format!("127.0.0.1:{port}"), Duration::from_secs(30));
+        let e = s.before_batch().await.unwrap_err();
+        assert_eq!(e.phase(), crate::metrics::Phase::Connect);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("connect to 127.0.0.1:{port}")),
+            "{e}"
+        );
+    }
+}
