@@ -49,8 +49,14 @@ impl Moto {
             program.display()
         );
         let port = free_port();
+        // moto's request recorder writes a file into its working directory: keep that out
+        // of the repo, one file per server.
+        let scratch = std::env::temp_dir().join(format!("sluice-moto-{port}"));
+        let _ = std::fs::create_dir_all(&scratch);
         let child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(&scratch)
+            .env("MOTO_RECORDER_FILEPATH", scratch.join("recording"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
