@@ -55,6 +55,9 @@ impl Scan {
     /// Scans `buf` (the value's next bytes; the first call starts at the value's first byte,
     /// whitespace already skipped). With `copy`, appends the compact bytes to `out` while it
     /// is shorter than `cap`. Errors give the position in `buf`.
+    ///
+    /// The hot loop keeps its state in locals and skips whole strings inline; the state is
+    /// stored back only when the chunk ends inside the value.
     pub fn feed(
         &mut self,
         buf: &[u8],
@@ -62,19 +65,7 @@ impl Scan {
         copy: bool,
         cap: usize,
     ) -> Result<Step, (usize, &'static str)> {
-        let mut i = 0;
-        let mut seg = 0;
         let len = buf.len();
-        let flush = |end: usize, seg: usize, out: &mut Vec<u8>, cut: &mut bool| {
-            if copy && end > seg {
-                let room = cap.saturating_sub(out.len());
-                let n = room.min(end - seg);
-                out.extend_from_slice(&buf[seg..seg + n]);
-                if n < end - seg {
-                    *cut = true;
-                }
-            }
-        };
         if !self.started {
             if len == 0 {
                 return Ok(Step::More);
@@ -86,77 +77,80 @@ impl Scan {
                 _ => return Err((0, "expected a JSON value")),
             }
         }
-        while i < len {
-            if self.in_str {
-                if self.esc {
-                    self.esc = false;
-                    i += 1;
-                    continue;
+        let mut i = 0;
+        let mut seg = 0;
+        let mut depth = self.depth;
+        let mut objects = self.objects;
+        let scalar = self.scalar;
+        let mut esc = self.esc;
+        let mut in_str = self.in_str;
+        let mut done = false;
+        if in_str {
+            match skip_string(buf, 0, &mut esc) {
+                Some(end) => {
+                    i = end;
+                    in_str = false;
+                    done = depth == 0;
                 }
-                match memchr::memchr2(b'"', b'\\', &buf[i..]) {
-                    None => i = len,
-                    Some(j) => {
-                        i += j + 1;
-                        if buf[i - 1] == b'\\' {
-                            self.esc = true;
-                        } else {
-                            self.in_str = false;
-                            if self.depth == 0 {
-                                flush(i, seg, out, &mut self.cut);
-                                return Ok(Step::Done(i));
-                            }
+                None => i = len,
+            }
+        }
+        while !done && i < len {
+            let c = buf[i];
+            match CLASS[usize::from(c)] {
+                ORDINARY => i += 1,
+                QUOTE => {
+                    if scalar && depth == 0 {
+                        done = true;
+                        break;
+                    }
+                    match skip_string(buf, i + 1, &mut esc) {
+                        Some(end) => {
+                            i = end;
+                            done = depth == 0;
+                        }
+                        None => {
+                            in_str = true;
+                            i = len;
                         }
                     }
                 }
-                continue;
-            }
-            match buf[i] {
-                b'"' if self.scalar && self.depth == 0 => {
-                    flush(i, seg, out, &mut self.cut);
-                    return Ok(Step::Done(i));
-                }
-                b'"' => {
-                    self.in_str = true;
-                    i += 1;
-                }
-                b'{' | b'[' => {
-                    if self.scalar && self.depth == 0 {
-                        flush(i, seg, out, &mut self.cut);
-                        return Ok(Step::Done(i));
+                OPEN => {
+                    if scalar && depth == 0 {
+                        done = true;
+                        break;
                     }
-                    if self.depth >= MAX_DEPTH {
+                    if depth >= MAX_DEPTH {
                         return Err((i, "nested deeper than 128"));
                     }
-                    let bit = 1u128 << self.depth;
-                    if buf[i] == b'{' {
-                        self.objects |= bit;
+                    let bit = 1u128 << depth;
+                    if c == b'{' {
+                        objects |= bit;
                     } else {
-                        self.objects &= !bit;
+                        objects &= !bit;
                     }
-                    self.depth += 1;
+                    depth += 1;
                     i += 1;
                 }
-                b'}' | b']' => {
-                    if self.depth == 0 {
+                CLOSE => {
+                    if depth == 0 {
                         // Ends a top-level scalar.
-                        flush(i, seg, out, &mut self.cut);
-                        return Ok(Step::Done(i));
+                        done = true;
+                        break;
                     }
-                    self.depth -= 1;
-                    let is_obj = self.objects & (1u128 << self.depth) != 0;
-                    if is_obj != (buf[i] == b'}') {
+                    depth -= 1;
+                    if (objects & (1u128 << depth) != 0) != (c == b'}') {
                         return Err((i, "mismatched bracket"));
                     }
                     i += 1;
-                    if self.depth == 0 {
-                        flush(i, seg, out, &mut self.cut);
-                        return Ok(Step::Done(i));
-                    }
+                    done = depth == 0;
                 }
-                b' ' | b'\n' | b'\r' | b'\t' => {
-                    flush(i, seg, out, &mut self.cut);
-                    if self.scalar && self.depth == 0 {
-                        return Ok(Step::Done(i));
+                SPACE => {
+                    flush(buf, seg, i, out, copy, cap, &mut self.cut);
+                    seg = i;
+                    if scalar && depth == 0 {
+                        done = true;
+                        break;
                     }
                     i += 1;
                     while i < len && is_ws(buf[i]) {
@@ -164,16 +158,126 @@ impl Scan {
                     }
                     seg = i;
                 }
-                b',' if self.depth == 0 => {
-                    flush(i, seg, out, &mut self.cut);
-                    return Ok(Step::Done(i));
+                _ => {
+                    // A comma: ends a top-level scalar, else ordinary.
+                    if depth == 0 {
+                        done = true;
+                        break;
+                    }
+                    i += 1;
                 }
-                _ => i += 1,
             }
         }
-        flush(len, seg, out, &mut self.cut);
-        Ok(Step::More)
+        flush(buf, seg, i, out, copy, cap, &mut self.cut);
+        self.depth = depth;
+        self.objects = objects;
+        self.esc = esc;
+        self.in_str = in_str;
+        Ok(if done { Step::Done(i) } else { Step::More })
     }
+}
+
+/// Byte classes of the scanner, outside strings.
+const ORDINARY: u8 = 0;
+const QUOTE: u8 = 1;
+const OPEN: u8 = 2;
+const CLOSE: u8 = 3;
+const SPACE: u8 = 4;
+const COMMA: u8 = 5;
+
+static CLASS: [u8; 256] = {
+    let mut t = [ORDINARY; 256];
+    t[b'"' as usize] = QUOTE;
+    t[b'{' as usize] = OPEN;
+    t[b'[' as usize] = OPEN;
+    t[b'}' as usize] = CLOSE;
+    t[b']' as usize] = CLOSE;
+    t[b' ' as usize] = SPACE;
+    t[b'\n' as usize] = SPACE;
+    t[b'\r' as usize] = SPACE;
+    t[b'\t' as usize] = SPACE;
+    t[b',' as usize] = COMMA;
+    t
+};
+
+/// Appends `buf[seg..end]` to `out` within `cap`; flags `cut` when bytes were left out.
+#[inline]
+fn flush(
+    buf: &[u8],
+    seg: usize,
+    end: usize,
+    out: &mut Vec<u8>,
+    copy: bool,
+    cap: usize,
+    cut: &mut bool,
+) {
+    if copy && end > seg {
+        let room = cap.saturating_sub(out.len());
+        let n = room.min(end - seg);
+        out.extend_from_slice(&buf[seg..seg + n]);
+        if n < end - seg {
+            *cut = true;
+        }
+    }
+}
+
+/// Skips string content from `buf[i]` (after the opening quote, or where the last chunk
+/// stopped). Returns the index after the closing quote, or `None` at the end of the chunk with
+/// `esc` set when the chunk ended right after a backslash.
+#[inline(always)]
+fn skip_string(buf: &[u8], mut i: usize, esc: &mut bool) -> Option<usize> {
+    if *esc {
+        if i >= buf.len() {
+            return None;
+        }
+        i += 1;
+        *esc = false;
+    }
+    loop {
+        let j = find_quote_or_backslash(buf.get(i..)?)?;
+        i += j;
+        if buf[i] == b'"' {
+            return Some(i + 1);
+        }
+        if i + 1 >= buf.len() {
+            *esc = true;
+            return None;
+        }
+        i += 2;
+    }
+}
+
+/// Position of the first `"` or `\` in `s`. Strings in records are mostly short, where a call
+/// into `memchr2` costs more than it saves: the first 32 bytes are searched 8 at a time in a
+/// register (SWAR), longer strings with `memchr2`.
+#[inline(always)]
+fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = LO * b'"' as u64;
+    const BACKSLASH: u64 = LO * b'\\' as u64;
+    let mut i = 0;
+    while i + 8 <= s.len() && i < 32 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&s[i..i + 8]);
+        let w = u64::from_le_bytes(word);
+        let q = w ^ QUOTE;
+        let b = w ^ BACKSLASH;
+        // A byte of q or b is zero where w holds the byte searched for; the lowest flagged
+        // byte is always exact (borrows only flag bytes above a real match).
+        let m = (q.wrapping_sub(LO) & !q | b.wrapping_sub(LO) & !b) & HI;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if i >= 32 {
+        return memchr::memchr2(b'"', b'\\', &s[i..]).map(|j| i + j);
+    }
+    s[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|j| i + j)
 }
 
 /// Compacts the one JSON value at the start of `src` (after whitespace) into `out` (appended,
@@ -488,21 +592,25 @@ pub(crate) fn unescape(s: &[u8], out: &mut Vec<u8>) {
 pub(crate) fn write_json_string(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+    // Most values need no escaping: copy runs between the bytes that do.
+    while let Some(j) = s[start..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        let i = start + j;
         out.extend_from_slice(&s[start..i]);
-        if esc.is_empty() {
-            out.extend_from_slice(format!("\\u{:04x}", b).as_bytes());
-        } else {
-            out.extend_from_slice(esc);
+        match s[i] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 0xf)]);
+            }
         }
         start = i + 1;
     }
@@ -595,6 +703,28 @@ mod tests {
         assert_eq!(f.field("zz"), None);
         assert_eq!(f.field("u").unwrap(), "é😀");
         assert_eq!(find_member(rec, b"l"), Some(&b"[1]"[..]));
+    }
+
+    #[test]
+    fn quote_search_agrees_with_memchr() {
+        let mut s = vec![b'a'; 100];
+        for len in 0..100 {
+            for pos in 0..=len {
+                for c in [b'"', b'\\'] {
+                    let mut t = s[..len].to_vec();
+                    if pos < len {
+                        t[pos] = c;
+                    }
+                    assert_eq!(
+                        find_quote_or_backslash(&t),
+                        memchr::memchr2(b'"', b'\\', &t),
+                        "{len} {pos}"
+                    );
+                }
+            }
+        }
+        s[5] = 0x22 + 0x80;
+        assert_eq!(find_quote_or_backslash(&s), None);
     }
 
     #[test]

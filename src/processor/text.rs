@@ -220,21 +220,36 @@ fn split_spans(line: &[u8], sep: u8, spans: &mut Vec<Range<usize>>) {
     }
 }
 
+/// `"name":` for each column name, encoded once per header.
+fn json_keys(names: &[String]) -> Vec<Vec<u8>> {
+    names
+        .iter()
+        .map(|n| {
+            let mut k = Vec::with_capacity(n.len() + 3);
+            write_json_string(n.as_bytes(), &mut k);
+            k.push(b':');
+            k
+        })
+        .collect()
+}
+
 /// Writes `{"name":"value",...}`; values past the names get `field_<n>` (1-based) keys.
-fn columns_json(cols: &Columns<'_>, out: &mut Vec<u8>) {
-    let names = cols.names;
+fn columns_json(cols: &Columns<'_>, keys: &[Vec<u8>], out: &mut Vec<u8>) {
     out.clear();
+    out.reserve(cols.line.len() * 2 + keys.iter().map(Vec::len).sum::<usize>());
     out.push(b'{');
     for (i, span) in cols.spans.iter().enumerate() {
         let v = &cols.line[span.clone()];
         if i > 0 {
             out.push(b',');
         }
-        match names.get(i) {
-            Some(n) => write_json_string(n.as_bytes(), out),
-            None => write_json_string(format!("field_{}", i + 1).as_bytes(), out),
+        match keys.get(i) {
+            Some(k) => out.extend_from_slice(k),
+            None => {
+                write_json_string(format!("field_{}", i + 1).as_bytes(), out);
+                out.push(b':');
+            }
         }
-        out.push(b':');
         write_json_string(v, out);
     }
     out.push(b'}');
@@ -251,6 +266,7 @@ pub(crate) fn vpc_flow(
     skip_headers(input, &mut reader, spec, out)?;
     let mut names: Option<Vec<String>> = None;
     let default_names: Vec<String> = VPC_V2_FIELDS.iter().map(|s| s.to_string()).collect();
+    let mut keys = json_keys(&default_names);
     let mut spans = Vec::new();
     let mut json = Vec::new();
     let need_columns = spec.vpc_flow_json || out.wants_fields();
@@ -270,6 +286,7 @@ pub(crate) fn vpc_flow(
                         .map(|t| String::from_utf8_lossy(t).into_owned())
                         .collect(),
                 );
+                keys = json_keys(names.as_deref().unwrap_or_default());
                 out.stats.skipped_lines += 1;
                 continue;
             }
@@ -286,7 +303,7 @@ pub(crate) fn vpc_flow(
             spans: &spans,
         };
         if spec.vpc_flow_json && !line.cut {
-            columns_json(&cols, &mut json);
+            columns_json(&cols, &keys, &mut json);
             out.json(&json, false, &cols)?;
         } else {
             out.text(line.bytes, line.cut, &cols)?;
@@ -307,6 +324,7 @@ pub(crate) fn w3c(
     let mut reader = LineReader::new(spec.max_event_bytes);
     skip_headers(input, &mut reader, spec, out)?;
     let mut names: Vec<String> = Vec::new();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut spans = Vec::new();
     let mut json = Vec::new();
     let need_columns = spec.w3c_json || out.wants_fields();
@@ -323,6 +341,7 @@ pub(crate) fn w3c(
                     .filter(|t| !t.is_empty())
                     .map(|t| String::from_utf8_lossy(t).into_owned())
                     .collect();
+                keys = json_keys(&names);
             }
             out.stats.skipped_lines += 1;
             continue;
@@ -343,7 +362,7 @@ pub(crate) fn w3c(
             spans: &spans,
         };
         if spec.w3c_json && !line.cut {
-            columns_json(&cols, &mut json);
+            columns_json(&cols, &keys, &mut json);
             out.json(&json, false, &cols)?;
         } else {
             out.text(bytes, line.cut, &cols)?;
