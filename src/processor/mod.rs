@@ -303,10 +303,11 @@ pub enum ProcessError {
 
 /// Splits `input` into events for `sink` as `spec` says.
 ///
-/// Two formats are recognised by their first bytes whatever `spec.kind` says: parquet (`PAR1`),
-/// which no text processor can read, and the Imperva log-file envelope (`accountId:` header up to
+/// Some inputs are recognised by their first bytes whatever `spec.kind` says: parquet (`PAR1`),
+/// which no text processor can read; the Imperva log-file envelope (`accountId:` header up to
 /// `|==|`, then a zlib or plain payload), whose header is skipped and payload inflated before the
-/// processor runs (error offsets are then counted from the start of the payload).
+/// processor runs (error offsets are then counted from the start of the payload); and a gzip
+/// stream left inside the decompressed one (double gzip), inflated once more.
 pub fn process(
     input: &mut dyn BufRead,
     spec: &ProcessorSpec,
@@ -325,26 +326,37 @@ pub fn process(
                 64 * 1024,
                 flate2::bufread::ZlibDecoder::new(&mut *input),
             );
-            run(&mut payload, spec, &mut out)?;
+            run(&mut payload, spec, &mut out, false)?;
         } else {
-            run(input, spec, &mut out)?;
+            run(input, spec, &mut out, false)?;
         }
         out.stats.bytes_in += header.bytes;
     } else {
-        run(input, spec, &mut out)?;
+        run(input, spec, &mut out, false)?;
     }
     Ok(out.finish())
 }
 
-/// Runs the processor `spec` names (or parquet, by magic).
+/// Runs the processor `spec` names (or parquet, by magic; `nested` after one inner gzip layer
+/// was removed).
 fn run(
     input: &mut dyn BufRead,
     spec: &ProcessorSpec,
     out: &mut emit::Emitter<'_>,
+    nested: bool,
 ) -> Result<(), ProcessError> {
     let head = input
         .fill_buf()
         .map_err(|source| ProcessError::Read { offset: 0, source })?;
+    if head.starts_with(&[0x1f, 0x8b]) && !nested {
+        // A second gzip layer (Firehose compressing CloudWatch Logs' own gzip records): no text
+        // starts with these bytes, so take one more layer off.
+        let mut inner = std::io::BufReader::with_capacity(
+            64 * 1024,
+            flate2::bufread::MultiGzDecoder::new(&mut *input),
+        );
+        return run(&mut inner, spec, out, true);
+    }
     let kind = if head.starts_with(parquet::MAGIC) {
         ProcessorKind::Parquet
     } else {
@@ -425,6 +437,26 @@ mod tests {
             assert_eq!(ProcessorKind::parse(k.name()), Some(k));
         }
         assert_eq!(ProcessorKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn double_gzip_is_inflated_once_more() {
+        use std::io::Write;
+        let gz = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let mut inner =
+            gz(b"{\"messageType\":\"DATA_MESSAGE\",\"logEvents\":[{\"message\":\"a\"}]}");
+        inner.extend(gz(
+            b"{\"messageType\":\"DATA_MESSAGE\",\"logEvents\":[{\"message\":\"b\"}]}",
+        ));
+        let mut spec = ProcessorSpec::new(ProcessorKind::CloudwatchLogs);
+        spec.cloudwatch_message_only = true;
+        let (stats, msgs) = testutil::run(&inner, &spec);
+        assert_eq!(msgs, vec!["a", "b"]);
+        assert_eq!(stats.events, 2);
     }
 
     #[test]
