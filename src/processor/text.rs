@@ -114,6 +114,9 @@ impl LineReader {
         self.offset += found as u64 + 1;
         self.pending = found + 1;
         let mut line = &buf[..found];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
         if line.len() > self.cap {
             line = &line[..self.cap];
             cut = true;
@@ -382,6 +385,15 @@ mod tests {
         let (stats, msgs) = run(b"a\r\n\nb\nc", &ProcessorSpec::new(ProcessorKind::Lines));
         assert_eq!(msgs, vec!["a", "b", "c"]);
         assert_eq!((stats.events, stats.bytes_in), (3, 7));
+    }
+
+    #[test]
+    fn crlf_line_at_the_cap_is_not_truncated() {
+        let mut spec = ProcessorSpec::new(ProcessorKind::Lines);
+        spec.max_event_bytes = 3;
+        let (stats, msgs) = run(b"abc\r\nde\r\n", &spec);
+        assert_eq!(msgs, vec!["abc", "de"]);
+        assert_eq!(stats.truncated, 0);
     }
 
     #[test]
