@@ -67,7 +67,7 @@ pub async fn clients(input: &InputSettings) -> Clients {
     if let Some((id, secret)) = &input.static_keys {
         loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
             id,
-            secret,
+            secret.expose(),
             None,
             None,
             "sluice-config",

@@ -199,13 +199,30 @@ const INPUT_KEYS: &[&str] = &[
     "debug_md5",
 ];
 
+/// A secret from the configuration: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// Validated collector settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Relay URL.
     pub relay_url: String,
     /// Relay bearer token.
-    pub relay_token: Option<String>,
+    pub relay_token: Option<Secret>,
     /// Bound on one POST.
     pub relay_timeout: Duration,
     /// Batch cuts.
@@ -280,7 +297,7 @@ pub struct InputSettings {
     /// Custom endpoint.
     pub endpoint_url: Option<String>,
     /// Static credentials (id, secret).
-    pub static_keys: Option<(String, String)>,
+    pub static_keys: Option<(String, Secret)>,
     /// Roles to assume, in order (base account role, then cross-account role).
     pub assume_roles: Vec<String>,
     /// External id for the AssumeRole calls.
@@ -323,12 +340,18 @@ impl Settings {
     }
 
     /// Parses a configuration text; `origin` names it in errors.
+    ///
+    /// `${VAR}` is replaced inside string values after the TOML is parsed, never in the text:
+    /// so a parse error can only quote what the file says (a secret from the environment
+    /// never shows in an error), and a variable's value cannot add keys to the file.
     pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigError> {
-        let text = interpolate(text, |name| std::env::var(name).ok())?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
-        })?;
+        };
+        let mut value: toml::Value = toml::from_str(text).map_err(parse_error)?;
+        interpolate_strings(&mut value, &|name| std::env::var(name).ok())?;
+        let raw: RawConfig = value.try_into().map_err(parse_error)?;
         Settings::validate(raw)
     }
 
@@ -344,11 +367,24 @@ impl Settings {
         if batch.compression_level > 9 {
             return Err(invalid("batch.compression_level", "must be 0 to 9"));
         }
+        // Keys are `<id>.<16 hex>:<sequence>` and may be 128 bytes: 64 leaves room.
         let collector_id = match raw.collector.id {
             Some(id) => id,
-            None => hostname(),
+            None => hostname()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(64)
+                .collect(),
         };
-        if !sluice_relay::protocol::validate_idempotency_key(&collector_id) {
+        if collector_id.len() > 64
+            || !sluice_relay::protocol::validate_idempotency_key(&collector_id)
+        {
             return Err(invalid(
                 "collector.id",
                 "use 1 to 64 characters of A-Z a-z 0-9 . _ : -",
@@ -395,7 +431,7 @@ impl Settings {
         }
         Ok(Settings {
             relay_url: raw.relay.url,
-            relay_token: raw.relay.token,
+            relay_token: raw.relay.token.map(Secret),
             relay_timeout: Duration::from_secs(raw.relay.timeout_secs.unwrap_or(30).max(1)),
             batch,
             collector_id,
@@ -480,7 +516,7 @@ fn validate_input(
         (1, 10),
     )?;
     let static_keys = match (input.aws_access_key_id, input.aws_secret_access_key) {
-        (Some(id), Some(secret)) => Some((id, secret)),
+        (Some(id), Some(secret)) => Some((id, Secret(secret))),
         (None, None) => None,
         _ => {
             return Err(invalid(
@@ -596,9 +632,31 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "sluice".to_string())
 }
 
+/// Applies [`interpolate`] to every string value in `value`.
+fn interpolate_strings(
+    value: &mut toml::Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) => *s = interpolate(s, lookup)?,
+        toml::Value::Array(items) => {
+            for item in items {
+                interpolate_strings(item, lookup)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (_, item) in table.iter_mut() {
+                interpolate_strings(item, lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`. A missing
 /// variable is an error (naming the variable, never a value).
-fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
@@ -672,9 +730,24 @@ tag = "cloud.aws.cloudtrail.events"
     #[test]
     fn interpolation() {
         let env = |n: &str| (n == "K").then(|| "v".to_string());
-        assert_eq!(interpolate("a${K}b$${K}", env).unwrap(), "avb${K}");
-        let err = interpolate("${NOPE}", env).unwrap_err().to_string();
+        assert_eq!(interpolate("a${K}b$${K}", &env).unwrap(), "avb${K}");
+        let err = interpolate("${NOPE}", &env).unwrap_err().to_string();
         assert!(err.contains("NOPE"));
+    }
+
+    #[test]
+    fn secrets_never_reach_errors_nor_add_keys() {
+        std::env::set_var("SLUICE_TEST_SECRET", "S3CRET\"\nextra = 1");
+        // Unquoted: a TOML error, which can only quote the file, not the value.
+        let text = MINIMAL.replace("[relay]\n", "[relay]\ntoken = ${SLUICE_TEST_SECRET}\n");
+        let err = Settings::parse(&text, "t").unwrap_err().to_string();
+        assert!(!err.contains("S3CRET"), "{err}");
+        // Quoted: the value is the token, quote and newline included; nothing is injected.
+        let text = MINIMAL.replace("[relay]\n", "[relay]\ntoken = \"${SLUICE_TEST_SECRET}\"\n");
+        let settings = Settings::parse(&text, "t").unwrap();
+        let token = settings.relay_token.as_ref().unwrap();
+        assert_eq!(token.expose(), "S3CRET\"\nextra = 1");
+        assert!(!format!("{settings:?}").contains("S3CRET"));
     }
 
     #[test]

@@ -59,6 +59,21 @@ pub struct FetchSettings {
     pub part_permits: Arc<Semaphore>,
 }
 
+/// The download broke (as opposed to the bytes being bad): carried inside the `io::Error`
+/// the reader returns, so later stages can tell an outage from a corrupt object.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DownloadBroke(pub String);
+
+fn broke(reason: String) -> std::io::Error {
+    std::io::Error::other(DownloadBroke(reason))
+}
+
+/// True when `e` (or what it wraps) is a broken download rather than bad bytes.
+pub fn is_download_failure(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<DownloadBroke>())
+}
+
 /// An opened object: its metadata and the stream of its first part.
 pub struct OpenedObject {
     /// `Content-Encoding`, if S3 has one.
@@ -76,7 +91,13 @@ pub struct OpenedObject {
 fn classify(err: aws_sdk_s3::error::SdkError<GetObjectError>) -> FetchError {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let description = crate::aws::describe(&err);
-    if matches!(err.as_service_error(), Some(GetObjectError::NoSuchKey(_))) || status == Some(404) {
+    // Only NoSuchKey means the object is gone for good. Any other 404 (NoSuchBucket, a wrong
+    // endpoint, a proxy) is a configuration or transient problem and must be retried, or one
+    // mistake would skip every object of the queue.
+    let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&err).map(str::to_string);
+    if matches!(err.as_service_error(), Some(GetObjectError::NoSuchKey(_)))
+        || (status == Some(404) && code.as_deref() == Some("NoSuchKey"))
+    {
         FetchError::Missing
     } else if status == Some(403) {
         FetchError::AccessDenied
@@ -95,12 +116,16 @@ pub async fn open(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
+    version_id: Option<&str>,
     settings: &FetchSettings,
 ) -> Result<OpenedObject, FetchError> {
+    // The announced version, when the notification names one: a later overwrite of the key
+    // must not replace the events of this one.
     let ranged = s3
         .get_object()
         .bucket(bucket)
         .key(key)
+        .set_version_id(version_id.map(str::to_string))
         .range(format!("bytes=0-{}", settings.part_size.saturating_sub(1)))
         .send()
         .await;
@@ -111,6 +136,7 @@ pub async fn open(
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_version_id(version_id.map(str::to_string))
             .send()
             .await
             .map_err(classify)?,
@@ -149,9 +175,7 @@ async fn stream_body(
             Some(Err(e)) => {
                 let at = offset + sent;
                 let _ = tx
-                    .send(Err(std::io::Error::other(format!(
-                        "S3 body broke at byte {at}: {e}"
-                    ))))
+                    .send(Err(broke(format!("S3 body broke at byte {at}: {e}"))))
                     .await;
                 return None;
             }
@@ -225,7 +249,7 @@ pub async fn pump(
     };
     if first_len.is_some_and(|l| l != sent) {
         let _ = tx
-            .send(Err(std::io::Error::other(format!(
+            .send(Err(broke(format!(
                 "first part ended after {sent} bytes, expected {first_len:?}"
             ))))
             .await;
@@ -235,8 +259,18 @@ pub async fn pump(
     let mut pending: VecDeque<AbortOnDropHandle<Result<(Bytes, _), String>>> = VecDeque::new();
     loop {
         while pending.len() < settings.parallel_parts.max(1) && next < total {
-            let Ok(permit) = settings.part_permits.clone().acquire_owned().await else {
-                return;
+            // Wait for a permit only when holding none: a pump that waited while its own
+            // finished parts held permits could deadlock with another object doing the same.
+            let permit = if pending.is_empty() {
+                match settings.part_permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            } else {
+                match settings.part_permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => break,
+                }
             };
             let end = (next + settings.part_size).min(total) - 1;
             pending.push_back(AbortOnDropHandle::new(tokio::spawn(fetch_part(
@@ -262,13 +296,11 @@ pub async fn pump(
                 drop(permit);
             }
             Ok(Err(e)) => {
-                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                let _ = tx.send(Err(broke(e))).await;
                 return;
             }
             Err(join) => {
-                let _ = tx
-                    .send(Err(std::io::Error::other(format!("part task: {join}"))))
-                    .await;
+                let _ = tx.send(Err(broke(format!("part task: {join}")))).await;
                 return;
             }
         }

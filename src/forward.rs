@@ -61,6 +61,15 @@ impl Forwarder {
         }
     }
 
+    /// A key no batch of this run has used.
+    fn next_key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.producer,
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     /// Sends `batch` until the relay confirms it, refuses it, or shutdown. `input` labels
     /// logs and metrics.
     pub async fn deliver(
@@ -68,11 +77,7 @@ impl Forwarder {
         input: &str,
         batch: &EncodedBatch,
     ) -> Result<Confirmation, ForwardError> {
-        let key = format!(
-            "{}:{}",
-            self.producer,
-            self.sequence.fetch_add(1, Ordering::Relaxed)
-        );
+        let mut key = self.next_key();
         let mut delay = BACKOFF_START;
         let mut attempt = 0u32;
         loop {
@@ -82,6 +87,21 @@ impl Forwarder {
                 r = self.client.send(&key, batch) => r,
             };
             match result {
+                Ok(confirmation)
+                    if confirmation.duplicate && confirmation.events != batch.events =>
+                {
+                    // The relay knew this key for a different batch: two producers collided
+                    // on a key. Taking it as confirmed would lose this batch; send it again
+                    // under a fresh key.
+                    metrics::count(
+                        "sluice_batch_key_collisions_total",
+                        "Batches whose key the relay knew for another batch",
+                        &[("input", input)],
+                        1,
+                    );
+                    tracing::warn!(input, key = %key, "idempotency key collision; resending under a new key");
+                    key = self.next_key();
+                }
                 Ok(confirmation) => {
                     metrics::count(
                         "sluice_batches_confirmed_total",

@@ -48,8 +48,11 @@ pub struct InputContext {
 enum Fate {
     /// All work confirmed (or there was none): delete when `ack_messages`.
     Done,
-    /// Something failed that a later attempt may fix: make visible again after a backoff.
-    Retry,
+    /// Something failed: make visible again after a backoff. `repeats` says the failure
+    /// will happen again on every receive (an undecodable body, a corrupt object, a batch the
+    /// relay refuses as malformed); only such failures count toward the poison threshold, so
+    /// an outage (S3, IAM, a token rotation) never makes a message poison.
+    Retry { repeats: bool },
     /// Shutdown interrupted the work: leave it, SQS redelivers after the visibility timeout.
     Interrupted,
 }
@@ -100,7 +103,7 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
                 "outcome",
                 match fate {
                     Fate::Done => "done",
-                    Fate::Retry => "retry",
+                    Fate::Retry { .. } => "retry",
                     Fate::Interrupted => "interrupted",
                 },
             ),
@@ -116,7 +119,9 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
             // message comes back after its visibility timeout.
             tracing::info!(input, queue, message_id = %id, "done; not deleted (ack_messages = false)");
         }
-        Fate::Retry if ctx.poison.is_some_and(|(max, _)| receive_count >= max) => {
+        Fate::Retry { repeats: true }
+            if ctx.poison.is_some_and(|(max, _)| receive_count >= max) =>
+        {
             let action = ctx.poison.map(|(_, a)| a).unwrap_or(PoisonAction::Keep);
             metrics::count(
                 "sluice_messages_poison_total",
@@ -143,7 +148,7 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
                 ctx.deleter.delete(&receipt, &id).await;
             }
         }
-        Fate::Retry => {
+        Fate::Retry { .. } => {
             let backoff = retry_backoff(receive_count).min(ctx.settings.visibility_timeout);
             tracing::warn!(input, queue, message_id = %id, receive_count, retry_in_s = backoff.as_secs(), "message not completed; left for redelivery");
             // Never delete here: the work was not confirmed. Shorten the invisibility so the
@@ -199,7 +204,7 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
         // empty key decides how it is split (`lines` for compact JSON, `json` otherwise).
         let Selection::Process { spec, hints } = ctx.settings.processing.select("") else {
             tracing::error!(input, message_id = %id, "direct_mode input excludes the empty key; nothing to do");
-            return Fate::Retry;
+            return Fate::Retry { repeats: true };
         };
         let body = bytes::Bytes::copy_from_slice(facts.body.as_bytes());
         return match object::run_body(&job, body, spec, hints).await {
@@ -222,7 +227,9 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
                     1,
                 );
                 tracing::error!(input, queue, message_id = %id, error = %e, "direct message failed");
-                Fate::Retry
+                Fate::Retry {
+                    repeats: e.repeats(),
+                }
             }
         };
     }
@@ -256,7 +263,7 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
             // Not deleted: an unknown body may be a shape we should learn, and deleting it
             // would lose it. It goes back to the queue, then to the poison policy.
             tracing::error!(input, queue, message_id = %id, error = %e, "undecodable message");
-            return Fate::Retry;
+            return Fate::Retry { repeats: true };
         }
     };
     if ctx.settings.debug_md5 {
@@ -265,7 +272,7 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
             return if hard_stop.is_cancelled() {
                 Fate::Interrupted
             } else {
-                Fate::Retry
+                Fate::Retry { repeats: false }
             };
         }
     }
@@ -350,7 +357,9 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
                     // block the queue. It is logged and counted above; the rest goes on.
                     continue;
                 }
-                return Fate::Retry;
+                return Fate::Retry {
+                    repeats: e.repeats(),
+                };
             }
         }
     }

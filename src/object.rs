@@ -55,6 +55,27 @@ impl ObjectError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, ObjectError::Fetch(FetchError::Missing))
     }
+
+    /// True when the same object will fail the same way on the next receive: its bytes are
+    /// bad, or the relay refuses what they give. Outages (S3 errors, access denied while a
+    /// policy propagates, a relay token being rotated) are not: they may heal.
+    pub fn repeats(&self) -> bool {
+        match self {
+            ObjectError::Decompress(decompress::DecompressError::Read(e)) => {
+                !fetch::is_download_failure(e)
+            }
+            ObjectError::Process(ProcessError::Read { source, .. }) => {
+                !fetch::is_download_failure(source)
+            }
+            // The local disk or the forwarder, not the object.
+            ObjectError::Process(ProcessError::Spill { .. } | ProcessError::Sink { .. }) => false,
+            ObjectError::Process(_) | ObjectError::Panicked(_) => true,
+            ObjectError::Forward(ForwardError::Refused(
+                sluice_relay::client::ClientError::Refused { status, .. },
+            )) => *status != 401,
+            _ => false,
+        }
+    }
 }
 
 /// What the object stage needs besides the object: the input's means and the facts of the
@@ -90,10 +111,13 @@ pub async fn run(
     spec: &ProcessorSpec,
     hints: decompress::Hints,
 ) -> Result<Option<ObjectStats>, ObjectError> {
-    let (opened, key) = match fetch::open(job.s3, &object.bucket, &object.key, job.fetch).await {
+    let version = object.version_id.as_deref();
+    let (opened, key) = match fetch::open(job.s3, &object.bucket, &object.key, version, job.fetch)
+        .await
+    {
         Err(FetchError::Missing) if object.fallback_key.is_some() => {
             let alt = object.fallback_key.clone().unwrap_or_default();
-            let opened = fetch::open(job.s3, &object.bucket, &alt, job.fetch).await?;
+            let opened = fetch::open(job.s3, &object.bucket, &alt, version, job.fetch).await?;
             tracing::info!(bucket = %object.bucket, key = %object.key, used_key = %alt, "key found in its decoded spelling");
             (opened, alt)
         }

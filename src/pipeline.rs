@@ -39,7 +39,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let hard_stop = CancellationToken::new();
     let client = Arc::new(ChannelClient::new(
         &settings.relay_url,
-        settings.relay_token.clone(),
+        settings
+            .relay_token
+            .as_ref()
+            .map(|t| t.expose().to_string()),
         settings.relay_timeout,
     )?);
     let forwarder = Arc::new(Forwarder::new(
