@@ -18,15 +18,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: a pipe or a container log gets plain key=value text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn".into()),
-        )
-        .init();
+    sluice_relay::cli::init_logging("info,aws_config=warn,aws_smithy_runtime=warn");
     let settings = sluice::config::Settings::load(&args.config)
         .with_context(|| format!("configuration {}", args.config.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -43,17 +35,6 @@ fn main() -> anyhow::Result<()> {
 
 /// Fires `shutdown` on the first SIGTERM or SIGINT.
 async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
+    sluice_relay::cli::shutdown_signal().await;
     shutdown.cancel();
 }

@@ -3,7 +3,6 @@
 //! Logs go to stderr only (RUST_LOG-style filter, default `info`); stdout carries nothing but
 //! events (the `stdout` output).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -27,14 +26,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    sluice_relay::cli::init_logging("info");
     let settings = Settings::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -44,12 +36,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let stop = CancellationToken::new();
         let running = app::start(settings, stop.clone()).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        }
+        sluice_relay::cli::shutdown_signal().await;
         stop.cancel();
         running.wait().await;
         anyhow::Ok(())
