@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::io::BufRead;
 
-use super::tag::FieldSource;
+use super::tag::{FieldSource, MAX_TAG_FIELDS};
 use super::ProcessError;
 
 /// Deepest nesting accepted (serde_json's default too).
@@ -422,13 +422,41 @@ impl<'r> JsonReader<'r> {
     }
 }
 
-/// Index just past the value starting at `s[i]` (no leading whitespace), for compact slices.
+/// Index just past the value starting at `s[i]` (no leading whitespace), for slices the
+/// scanner already checked (records): brackets are counted, not matched.
 fn value_end(s: &[u8], i: usize) -> Option<usize> {
-    let mut scan = Scan::default();
-    match scan.feed(&s[i..], &mut Vec::new(), false, 0) {
-        Ok(Step::Done(n)) => Some(i + n),
-        Ok(Step::More) if scan.complete_at_eof() => Some(s.len()),
-        _ => None,
+    let mut esc = false;
+    match *s.get(i)? {
+        b'"' => skip_string(s, i + 1, &mut esc),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                let c = *s.get(j)?;
+                match CLASS[usize::from(c)] {
+                    QUOTE => j = skip_string(s, j + 1, &mut esc)?,
+                    OPEN => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    CLOSE => {
+                        depth -= 1;
+                        j += 1;
+                        if depth == 0 {
+                            return Some(j);
+                        }
+                    }
+                    _ => j += 1,
+                }
+            }
+        }
+        _ => {
+            let mut j = i;
+            while j < s.len() && !matches!(CLASS[usize::from(s[j])], CLOSE | SPACE | COMMA) {
+                j += 1;
+            }
+            Some(j)
+        }
     }
 }
 
@@ -439,36 +467,55 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The raw value of member `key` of the JSON object `obj` (top level only), if any. `key` is
-/// compared with the raw (still escaped) member names.
-pub(crate) fn find_member<'a>(obj: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+/// Fills `out[k]` with the raw value of member `keys[k]` of the JSON object `obj` (top level,
+/// first occurrence), in one pass that stops once every key is found. Keys are compared with
+/// the raw (still escaped) member names.
+pub(crate) fn find_members<'a>(obj: &'a [u8], keys: &[&[u8]], out: &mut [Option<&'a [u8]>]) {
+    let mut missing = keys.len().min(out.len());
     let mut i = skip_ws(obj, 0);
-    if obj.get(i) != Some(&b'{') {
-        return None;
+    if missing == 0 || obj.get(i) != Some(&b'{') {
+        return;
     }
     i += 1;
     loop {
         i = skip_ws(obj, i);
         if obj.get(i) != Some(&b'"') {
-            return None;
+            return;
         }
-        let name_end = value_end(obj, i)?;
+        let Some(name_end) = value_end(obj, i) else {
+            return;
+        };
         let name = &obj[i + 1..name_end - 1];
         i = skip_ws(obj, name_end);
         if obj.get(i) != Some(&b':') {
-            return None;
+            return;
         }
         i = skip_ws(obj, i + 1);
-        let end = value_end(obj, i)?;
-        if name == key {
-            return Some(&obj[i..end]);
+        let Some(end) = value_end(obj, i) else {
+            return;
+        };
+        for (k, slot) in keys.iter().zip(out.iter_mut()) {
+            if slot.is_none() && *k == name {
+                *slot = Some(&obj[i..end]);
+                missing -= 1;
+            }
+        }
+        if missing == 0 {
+            return;
         }
         i = skip_ws(obj, end);
         match obj.get(i) {
             Some(b',') => i += 1,
-            _ => return None,
+            _ => return,
         }
     }
+}
+
+/// The raw value of member `key` of the JSON object `obj` (top level, first occurrence).
+pub(crate) fn find_member<'a>(obj: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut out = [None];
+    find_members(obj, &[key], &mut out);
+    out[0]
 }
 
 /// The raw value at a dotted path (`userIdentity.accountId`).
@@ -501,11 +548,35 @@ impl FieldSource for JsonFields<'_> {
     fn field(&self, path: &str) -> Option<Cow<'_, str>> {
         json_field(self.0, path)
     }
+
+    /// One pass over the record's top level for every placeholder of a template.
+    fn fields<'s>(&'s self, paths: &[&str], out: &mut [Option<Cow<'s, str>>]) {
+        let n = paths.len().min(out.len()).min(MAX_TAG_FIELDS);
+        let mut heads: [&[u8]; MAX_TAG_FIELDS] = [&[]; MAX_TAG_FIELDS];
+        for (h, p) in heads.iter_mut().zip(&paths[..n]) {
+            *h = p.split('.').next().unwrap_or(p).as_bytes();
+        }
+        let mut raws: [Option<&[u8]>; MAX_TAG_FIELDS] = [None; MAX_TAG_FIELDS];
+        find_members(self.0, &heads[..n], &mut raws[..n]);
+        for k in 0..n {
+            out[k] = raws[k].and_then(|raw| {
+                let raw = match paths[k].split_once('.') {
+                    Some((_, rest)) => find_path(raw, rest)?,
+                    None => raw,
+                };
+                scalar_text(raw)
+            });
+        }
+    }
 }
 
 /// The scalar at `path` in the JSON object `rec`, as text (objects, arrays and null: `None`).
 pub(crate) fn json_field<'a>(rec: &'a [u8], path: &str) -> Option<Cow<'a, str>> {
-    let raw = find_path(rec, path)?;
+    scalar_text(find_path(rec, path)?)
+}
+
+/// A raw scalar as text; objects, arrays and null give `None`.
+fn scalar_text(raw: &[u8]) -> Option<Cow<'_, str>> {
     match raw.first() {
         Some(b'{') | Some(b'[') | None => None,
         Some(b'n') if raw == b"null" => None,

@@ -19,6 +19,9 @@ pub const MISSING: &str = "unknown";
 /// Longest substituted value, in bytes.
 const MAX_VALUE_BYTES: usize = 64;
 
+/// Most placeholders in one template.
+pub const MAX_TAG_FIELDS: usize = 12;
+
 /// Why a tag or template is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
@@ -34,6 +37,8 @@ pub enum TagError {
     Levels { tag: String, levels: usize },
     #[error("tag {tag:?}: empty level")]
     EmptyLevel { tag: String },
+    #[error("tag {tag:?}: more than {MAX_TAG_FIELDS} placeholders")]
+    TooManyFields { tag: String },
 }
 
 /// One piece of a template.
@@ -54,6 +59,14 @@ pub struct TagTemplate {
 pub trait FieldSource {
     /// The value of the field at `path` (dotted), as text.
     fn field(&self, path: &str) -> Option<Cow<'_, str>>;
+
+    /// The values of several fields (`out[k]` for `paths[k]`); sources that can find them in
+    /// one pass override it.
+    fn fields<'s>(&'s self, paths: &[&str], out: &mut [Option<Cow<'s, str>>]) {
+        for (p, o) in paths.iter().zip(out.iter_mut()) {
+            *o = self.field(p);
+        }
+    }
 }
 
 /// A record without fields.
@@ -151,6 +164,14 @@ impl TagTemplate {
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
+        if parts
+            .iter()
+            .filter(|p| matches!(p, Part::Field { .. }))
+            .count()
+            > MAX_TAG_FIELDS
+        {
+            return Err(TagError::TooManyFields { tag: err_tag() });
+        }
         Ok(TagTemplate {
             source: source.to_string(),
             parts,
@@ -216,11 +237,25 @@ impl BoundTag {
         match self {
             BoundTag::Static(s) => out.push_str(s),
             BoundTag::PerRecord(parts) => {
+                let mut names: [&str; MAX_TAG_FIELDS] = [""; MAX_TAG_FIELDS];
+                let mut n = 0;
+                for p in parts {
+                    if let Part::Field { name, .. } = p {
+                        if n < MAX_TAG_FIELDS {
+                            names[n] = name;
+                            n += 1;
+                        }
+                    }
+                }
+                let mut values: [Option<Cow<'_, str>>; MAX_TAG_FIELDS] = Default::default();
+                record.fields(&names[..n], &mut values[..n]);
+                let mut k = 0;
                 for p in parts {
                     match p {
                         Part::Lit(s) => out.push_str(s),
-                        Part::Field { name, fallback } => {
-                            push_value(record.field(name).as_deref(), fallback, out)
+                        Part::Field { fallback, .. } => {
+                            push_value(values.get(k).and_then(|v| v.as_deref()), fallback, out);
+                            k += 1;
                         }
                     }
                 }
@@ -389,6 +424,7 @@ mod tests {
             "a.b c",
             "a.{x|bad fallback}",
             "a.{x|}",
+            "a.{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}{k}{l}{m}",
         ] {
             assert!(TagTemplate::parse(bad).is_err(), "{bad}");
         }
