@@ -9,7 +9,9 @@
 //! - Before each batch: reconnect when the connection was idle longer than `idle_reconnect`
 //!   (Devo's balancer drops idle connections) or is older than `max_connection_age`, and poll
 //!   the read side once so a connection the server already closed is replaced, not written to.
-//! - Every write and flush within `write_timeout`.
+//! - Every write and flush within `write_timeout`; a flush also waits until the peer's TCP
+//!   stack acknowledged every byte (the send queue is empty), so a batch leaves the spool only
+//!   once a reset can no longer lose it.
 //! - Close: flush, TLS close_notify, half close, read until EOF within `close_timeout`: the
 //!   server's EOF is the only sign that it consumed everything.
 //!
@@ -35,6 +37,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 struct Conn {
     stream: Box<dyn Stream>,
+    /// The TCP socket under the (maybe TLS) stream, to read its send queue.
+    fd: std::os::fd::RawFd,
     peer: SocketAddr,
     opened: Instant,
     last_used: Instant,
@@ -102,6 +106,7 @@ impl NetSink {
                 after: connect_timeout,
             })??;
         let _ = tcp.set_nodelay(true);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(tls) => {
@@ -151,6 +156,7 @@ impl NetSink {
         let now = Instant::now();
         self.conn = Some(Conn {
             stream,
+            fd,
             peer,
             opened: now,
             last_used: now,
@@ -182,7 +188,12 @@ impl NetSink {
         let Some(c) = &mut self.conn else {
             return Ok(());
         };
-        let r = timeout(after, c.stream.flush()).await;
+        let fd = c.fd;
+        let r = timeout(after, async {
+            c.stream.flush().await?;
+            wait_until_acknowledged(fd).await
+        })
+        .await;
         c.last_used = Instant::now();
         match r {
             Err(_) => Err(OutputError::WriteTimeout { dest, after }),
@@ -233,6 +244,32 @@ impl NetSink {
                 tracing::warn!(output = %self.output, %peer, %reason, "close: {}", OutputError::Close { dest: format!("{} ({peer})", self.settings.address), reason: reason.clone() });
             }
         }
+    }
+}
+
+/// Waits until the peer's TCP stack acknowledged every byte written to `fd`.
+///
+/// A flush only hands bytes to the kernel: if the connection then breaks (a balancer reset,
+/// a network loss) what sat in the send queue is gone, and the batch must not have left the
+/// spool. So a batch counts as delivered only once the send queue is empty, which on Linux
+/// (`TIOCOUTQ`, i.e. `SIOCOUTQ` for a TCP socket) means sent and acknowledged. Devo's syslog
+/// endpoint sends nothing back, so this is the strongest signal short of closing. The caller
+/// bounds the wait with the write timeout; an error or a timeout resends the batch.
+async fn wait_until_acknowledged(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: `fd` is the socket of a connection this sink still owns (the stream holding
+        // it lives in `self.conn` for the whole call), and TIOCOUTQ writes one c_int.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if queued == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }
 
