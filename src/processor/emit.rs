@@ -115,7 +115,7 @@ impl<'a> Emitter<'a> {
             }
             m = &fixed;
         }
-        if memchr::memchr2(b'\n', b'\r', m).is_some() {
+        if memchr::memchr3(b'\n', b'\r', 0, m).is_some() {
             escape_newlines(m, &mut escaped);
             self.stats.escaped_newlines += 1;
             m = &escaped;
@@ -132,7 +132,13 @@ impl<'a> Emitter<'a> {
             cut = true;
         }
         if json && !cut && m.len() >= 2 && m[0] == b'{' && m[m.len() - 1] == b'}' {
-            if let Some(suffix) = &self.enrich {
+            // Enrichment must not push an event past the cap (the relay holds the same one):
+            // an event it would not fit in goes out as it is.
+            if let Some(suffix) = self
+                .enrich
+                .as_ref()
+                .filter(|sfx| m.len() + sfx.len() < self.max)
+            {
                 enriched.clear();
                 enriched.extend_from_slice(&m[..m.len() - 1]);
                 if m.len() > 2 {
@@ -164,14 +170,19 @@ impl<'a> Emitter<'a> {
     }
 }
 
-/// Copies `m` to `out` (cleared) with LF as `\n` and CR as `\r`.
+/// Copies `m` to `out` (cleared) with LF as `\n`, CR as `\r` and NUL as `\0`: Devo forbids
+/// all three in a message, and the relay refuses a batch holding one.
 fn escape_newlines(m: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(m.len() + 16);
     let mut rest = m;
-    while let Some(i) = memchr::memchr2(b'\n', b'\r', rest) {
+    while let Some(i) = memchr::memchr3(b'\n', b'\r', 0, rest) {
         out.extend_from_slice(&rest[..i]);
-        out.extend_from_slice(if rest[i] == b'\n' { b"\\n" } else { b"\\r" });
+        out.extend_from_slice(match rest[i] {
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => b"\\0",
+        });
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
@@ -222,6 +233,15 @@ mod tests {
         assert_eq!(sink.messages(), vec!["a\\nb\\r\\nc", "caf\u{FFFD}"]);
         assert_eq!(sink.tags(), vec!["my.app.sluice.lines"; 2]);
         assert_eq!((stats.escaped_newlines, stats.invalid_utf8), (1, 1));
+    }
+
+    #[test]
+    fn nul_is_escaped_so_the_relay_accepts_the_batch() {
+        let spec = ProcessorSpec::new(ProcessorKind::Lines);
+        let mut sink = Collect::default();
+        let mut e = emitter(&spec, &mut sink);
+        e.text(b"a\0b", false, &NoFields).unwrap();
+        assert_eq!(sink.messages(), vec!["a\\0b"]);
     }
 
     #[test]
