@@ -87,6 +87,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> Result<Runnin
         token: settings.listen.token.clone(),
         metrics: metrics.clone(),
         shutting_down: AtomicBool::new(false),
+        body_budget: ingest::body_budget(&settings.limits),
     });
     let grace = settings.listen.shutdown_timeout;
     let task = tokio::spawn(async move {

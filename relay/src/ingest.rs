@@ -50,6 +50,17 @@ pub struct State {
     pub token: Option<String>,
     pub metrics: Arc<Metrics>,
     pub shutting_down: AtomicBool,
+    /// Bodies being read or stored, in KiB: bounds the relay's memory whatever the number of
+    /// producers. A batch that does not fit now gets 503 + Retry-After.
+    pub body_budget: tokio::sync::Semaphore,
+}
+
+/// Memory for request bodies in flight, at least two of the largest accepted.
+pub fn body_budget(limits: &Limits) -> tokio::sync::Semaphore {
+    let bytes = (64u64 << 20).max(2 * limits.max_body_bytes);
+    tokio::sync::Semaphore::new(
+        (bytes >> 10).min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize,
+    )
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -200,6 +211,25 @@ impl State {
                 self.spool.retry_after_secs(),
             );
         }
+        // Reserve the body's memory before reading it: its declared length, else the cap.
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(max_body)
+            .min(max_body);
+        let Ok(_reserved) = self
+            .body_budget
+            .try_acquire_many((declared.div_ceil(1024).max(1)).min(u32::MAX as u64) as u32)
+        else {
+            self.metrics.refused(Refusal::Unavailable);
+            return busy(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many batches in flight",
+                self.spool.retry_after_secs(),
+            );
+        };
         let body = match read_body(req.into_body(), max_body).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
