@@ -1023,7 +1023,7 @@ pub fn generate(
     let (unit, lo, hi) = match kind {
         Kind::Cloudtrail => (1300u64, 200u64, 6000u64),
         Kind::VpcFlow => (110, 2_000, 60_000),
-        Kind::Cloudwatch => (26_000, 50, 400),
+        Kind::Cloudwatch => (16_000, 50, 400),
         Kind::Large => (1, target_raw_bytes, target_raw_bytes),
     };
     let mut planned = 0u64;

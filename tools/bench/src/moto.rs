@@ -137,11 +137,12 @@ pub async fn wire(endpoint: &str, name: &str) -> anyhow::Result<Wired> {
 }
 
 impl Wired {
-    /// Uploads a file under `key` (multipart above 64 MiB, so moto never takes one huge body).
+    /// Uploads a file under `key`: one PutObject up to 1 GiB (moto announces a multipart
+    /// upload twice, which would double the expected events), multipart above.
     pub async fn put_file(&self, key: &str, path: &Path) -> anyhow::Result<()> {
         let len = std::fs::metadata(path)?.len();
         const PART: u64 = 64 << 20;
-        if len <= PART {
+        if len <= 1 << 30 {
             self.s3
                 .put_object()
                 .bucket(&self.bucket)

@@ -267,6 +267,8 @@ struct RooflineRow {
 struct Results {
     date: String,
     machine: String,
+    /// /proc/loadavg before the run (the machine may be shared).
+    load_before: String,
     level: u32,
     sink_check: Option<SinkCheck>,
     roofline: Vec<RooflineRow>,
@@ -657,6 +659,10 @@ fn main() -> anyhow::Result<()> {
     let mut results = Results {
         date: today(),
         machine: machine(),
+        load_before: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         level,
         ..Default::default()
     };
@@ -749,6 +755,7 @@ fn main() -> anyhow::Result<()> {
 
 fn print_results(r: &Results) {
     println!("\n## sluice benchmark — {} — {}", r.date, r.machine);
+    println!("load average before the run: {}", r.load_before);
     println!(
         "channel gzip level {}; GB = 10^9 bytes of decompressed objects; CPU = user + sys\n",
         r.level
