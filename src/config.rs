@@ -78,7 +78,8 @@ pub struct RawRelay {
 pub struct RawBatch {
     /// Most events in one batch. Default 10000.
     pub max_events: Option<u64>,
-    /// Most uncompressed bytes in one batch. Default 4 MiB.
+    /// Most uncompressed bytes in one batch. Default 1 MiB (with 8 messages in flight and two
+    /// batches queued per object, this bounds the collector's batch memory).
     pub max_bytes: Option<u64>,
     /// Oldest event may wait this long before its batch is sent, in ms. Default 1000.
     pub max_age_ms: Option<u64>,
@@ -360,7 +361,7 @@ impl Settings {
             .map_err(|e| invalid("relay.url", e.to_string()))?;
         let batch = BatchSettings {
             max_events: raw.batch.max_events.unwrap_or(10_000).max(1),
-            max_bytes: raw.batch.max_bytes.unwrap_or(4 << 20).max(1),
+            max_bytes: raw.batch.max_bytes.unwrap_or(1 << 20).max(1),
             max_age: Duration::from_millis(raw.batch.max_age_ms.unwrap_or(1000)),
             compression_level: raw.batch.compression_level.unwrap_or(1),
         };

@@ -20,6 +20,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 /// Chunks buffered between the download and the processor.
 const PUMP_CHUNKS: usize = 8;
+/// Size of the slices a downloaded part is handed to the reader in.
+const SLICE_BYTES: usize = 64 * 1024;
 /// Attempts per ranged part (the SDK retries requests; this covers bodies that break).
 const PART_ATTEMPTS: u32 = 3;
 
@@ -289,10 +291,16 @@ pub async fn pump(
         };
         match part.await {
             Ok(Ok((data, permit))) => {
-                if tx.send(Ok(data)).await.is_err() {
-                    return;
+                // Hand the part over in small slices, holding its permit until the last one
+                // is queued: the reader's channel then holds a few slices, not whole parts,
+                // and parts in memory stay within the permits (plus the one being handed).
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let slice = rest.split_to(rest.len().min(SLICE_BYTES));
+                    if tx.send(Ok(slice)).await.is_err() {
+                        return;
+                    }
                 }
-                // The permit covers the part until the reader has it.
                 drop(permit);
             }
             Ok(Err(e)) => {
