@@ -118,24 +118,7 @@ pub async fn wire(moto: &Moto, name: &str) -> Wired {
         .send()
         .await
         .expect("create bucket");
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
+    let (queue_url, arn) = create_queue(&sqs, name).await;
     s3.put_bucket_notification_configuration()
         .bucket(name)
         .notification_configuration(
