@@ -144,7 +144,8 @@ pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: Cancell
                 body = %notification::preview(message.body().unwrap_or("")),
                 "poison message: failed on every receive so far"
             );
-            if action == PoisonAction::Delete {
+            // ack_messages = false means never delete, poison or not.
+            if action == PoisonAction::Delete && ctx.settings.ack_messages {
                 ctx.deleter.delete(&receipt, &id).await;
             }
         }
