@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -26,25 +26,6 @@ fn raw(body: bytes::Bytes, events: u64) -> EncodedBatch {
         events,
         raw_bytes: 0,
     }
-}
-
-/// A plain HTTP/1.1 GET; returns (status, body).
-fn get(address: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
 }
 
 #[tokio::test]
@@ -187,7 +168,7 @@ async fn bad_batches_are_refused_with_their_reason() {
     let lines = relay.wait_lines(1, Duration::from_secs(10));
     assert_eq!(lines.len(), 1);
     assert_devo_line(&lines[0], "14", "testhost", "my.app.ok", "after");
-    let (status, metrics) = get(&relay.address, "/metrics");
+    let (status, metrics) = http_get(&relay.address, "/metrics");
     assert_eq!(status, 200);
     assert!(
         metrics.contains("sluice_relay_batches_refused_total{reason=\"too_large\"} 3"),
@@ -230,15 +211,15 @@ async fn token_is_required_when_configured() {
 async fn health_ready_metrics() {
     let (_d, dir) = tmp();
     let relay = start(&dir, &spool_config(&dir.join("spool"), "", STDOUT));
-    assert_eq!(get(&relay.address, "/health").0, 200);
-    assert_eq!(get(&relay.address, "/ready").0, 200);
+    assert_eq!(http_get(&relay.address, "/health").0, 200);
+    assert_eq!(http_get(&relay.address, "/ready").0, 200);
     relay
         .client(None)
         .send("m1", &batch(&[("my.app.m", "a"), ("my.app.m", "b")]))
         .await
         .unwrap();
     relay.wait_lines(2, Duration::from_secs(10));
-    let (s, m) = get(&relay.address, "/metrics");
+    let (s, m) = http_get(&relay.address, "/metrics");
     assert_eq!(s, 200);
     assert!(m.contains("sluice_relay_batches_accepted_total 1\n"), "{m}");
     assert!(m.contains("sluice_relay_events_accepted_total 2\n"), "{m}");
@@ -247,7 +228,7 @@ async fn health_ready_metrics() {
         "{m}"
     );
     assert!(m.contains("# TYPE sluice_relay_spool_bytes gauge"), "{m}");
-    assert_eq!(get(&relay.address, "/nope").0, 404);
+    assert_eq!(http_get(&relay.address, "/nope").0, 404);
     assert!(relay.terminate().success());
 }
 
