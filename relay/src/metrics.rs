@@ -133,6 +133,14 @@ pub struct Metrics {
     pub spool_segments: Gauge,
     pub spool_corrupt_records: Counter,
     pub spool_full_events: Counter,
+    /// Ranges of spool bytes skipped as corrupt (or cut off as a torn tail).
+    pub spool_skipped_ranges: Counter,
+    /// Bytes in those ranges.
+    pub spool_skipped_bytes: Counter,
+    /// Segments that vanished or were truncated below their durable end.
+    pub spool_lost_segments: Counter,
+    /// Idempotency keys forgotten because their batch could not be read back.
+    pub spool_keys_forgotten: Counter,
     pub outputs: BTreeMap<String, OutputMetrics>,
     /// Shared by outputs whose name is unknown (never in practice; keeps lookups total).
     fallback: OutputMetrics,
@@ -152,6 +160,10 @@ impl Metrics {
             spool_segments: Gauge::default(),
             spool_corrupt_records: Counter::default(),
             spool_full_events: Counter::default(),
+            spool_skipped_ranges: Counter::default(),
+            spool_skipped_bytes: Counter::default(),
+            spool_lost_segments: Counter::default(),
+            spool_keys_forgotten: Counter::default(),
             outputs: outputs
                 .iter()
                 .map(|n| (n.clone(), OutputMetrics::default()))
@@ -293,6 +305,32 @@ impl Metrics {
             "",
             self.spool_full_events.get() as i64,
         );
+        let spool_damage: [(&str, &str, &Counter); 4] = [
+            (
+                "sluice_relay_spool_skipped_ranges_total",
+                "Ranges of spool bytes skipped as corrupt or cut off as a torn tail.",
+                &self.spool_skipped_ranges,
+            ),
+            (
+                "sluice_relay_spool_skipped_bytes_total",
+                "Spool bytes skipped as corrupt or cut off as a torn tail.",
+                &self.spool_skipped_bytes,
+            ),
+            (
+                "sluice_relay_spool_lost_segments_total",
+                "Spool segments that vanished or were truncated below their durable end.",
+                &self.spool_lost_segments,
+            ),
+            (
+                "sluice_relay_spool_keys_forgotten_total",
+                "Idempotency keys forgotten because their batch could not be read back.",
+                &self.spool_keys_forgotten,
+            ),
+        ];
+        for (name, help, counter) in spool_damage {
+            head(w, name, "counter", help);
+            line(w, name, "", counter.get() as i64);
+        }
 
         type Pick = fn(&OutputMetrics) -> i64;
         let per_output: [(&str, &str, &str, Pick); 7] = [
@@ -398,5 +436,9 @@ mod tests {
         assert!(text
             .contains("sluice_relay_output_errors_total{output=\"devo\",phase=\"handshake\"} 1\n"));
         assert!(text.contains("# TYPE sluice_relay_spool_bytes gauge\n"));
+        m.spool_skipped_bytes.add(42);
+        let text = m.render();
+        assert!(text.contains("sluice_relay_spool_skipped_bytes_total 42\n"));
+        assert!(text.contains("# TYPE sluice_relay_spool_lost_segments_total counter\n"));
     }
 }

@@ -5,8 +5,9 @@
 //! - `NNNNNNNNNNNNNNNNNNNN.seg`: segments, numbered in order. A record is
 //!   `magic "SLR1" | payload length u32 LE | crc32 of payload u32 LE | payload`, the payload
 //!   `key length u8 | key | events u64 LE | body`.
-//! - `keys.log`: `KEY EVENTS` lines, the idempotency keys of every stored batch (bounded window,
-//!   compacted by rewrite + rename).
+//! - `keys.log`: `KEY EVENTS SEGMENT OFFSET` lines, the idempotency keys of stored batches and
+//!   where their records start (bounded window, compacted by rewrite + rename). Lines
+//!   `KEY EVENTS` of older relays still parse (no location known).
 //! - `cursor-NAME`: `SEGMENT OFFSET`, how far output NAME has delivered.
 //! - `lock`: held with flock so two relays never share a spool.
 //!
@@ -14,42 +15,63 @@
 //! them durable with one `fdatasync` per group (group commit) and only then answers each of them
 //! and publishes the new durable end to the readers. The same thread persists cursors and
 //! deletes segments that every output has passed (after syncing `keys.log`, so the keys of a
-//! deleted segment are durable elsewhere). On start the last segment is verified record by
-//! record and a torn or corrupt tail is reported and cut off; readers verify every record's
-//! checksum and skip the rest of a segment at a corrupt record (reported and counted).
+//! deleted segment are durable elsewhere).
+//!
+//! Damage never costs more than the damaged bytes. At start every segment is verified record
+//! by record; after a bad record (bad magic, impossible length, checksum mismatch) the scan
+//! resumes at the next offset holding a valid record (magic found with memchr's memmem, then
+//! header and checksum verified), so the good records after it survive. Each skipped range is
+//! logged with its segment and offsets, counted, and remembered so readers jump over it without
+//! counting it again; only the last segment's tail after its last valid record is cut off. A
+//! reader that meets a bad record at run time does the same. The idempotency keys of records in
+//! a skipped range, of a segment that vanished and of the part of a segment that was truncated
+//! are forgotten (logged), so a producer that resends those batches is answered 200, not
+//! `duplicate`, and the data comes back. A record's claimed length is bounded by the bytes left
+//! before the durable end and by the largest record the limits allow, so a flipped length bit
+//! never makes a reader allocate or read more than the segment holds.
 //!
 //! Written here rather than taken from a crate: the embedded stores (sled, redb, fjall) keep
 //! values in their own trees and would copy every multi-megabyte batch again, and the segment
-//! log crates found do not offer per-reader cursors with group commit; this log is ~600 lines
-//! with tests.
+//! log crates found do not offer per-reader cursors with group commit.
 //!
 //! It does not decode batches (the ingest checked them) and does not deliver (outputs do).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::SpoolSettings;
 use crate::metrics::Metrics;
+use crate::protocol::MAX_KEY_BYTES;
 
 const MAGIC: &[u8; 4] = b"SLR1";
 const HEADER: usize = 12;
+/// Smallest payload: the key length byte and the event count.
+const MIN_PAYLOAD: u64 = 1 + 8;
 /// Largest record size beyond its body: header, key length, key, event count.
-const RECORD_OVERHEAD: u64 = HEADER as u64 + 1 + crate::protocol::MAX_KEY_BYTES as u64 + 8;
-/// Largest payload a record may claim; anything above is corruption.
-const MAX_PAYLOAD: u32 = u32::MAX / 2;
+const RECORD_OVERHEAD: u64 = HEADER as u64 + 1 + MAX_KEY_BYTES as u64 + 8;
+/// Largest payload a record may claim: the largest body the limits allow
+/// (`limits.max_body_bytes` is below 2 GiB) with its key. Anything above is corruption.
+const MAX_PAYLOAD: u64 = (u32::MAX / 2) as u64 + 1 + MAX_KEY_BYTES as u64 + 8;
+/// Bytes of a payload before its body, at most (the key length is one byte).
+const MAX_PREFIX: usize = 1 + u8::MAX as usize + 8;
 /// A group commit takes at most this many bytes before it syncs.
 const GROUP_BYTES: usize = 8 * 1024 * 1024;
+/// Window of the verifying scanner (start-up, resynchronisation).
+const SCAN_WINDOW: usize = 1 << 20;
+/// Forgotten keys logged one per line per event; the rest are counted in the summary line.
+const LOG_KEYS: usize = 100;
 
 /// A place in the log: segment number and byte offset inside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Position {
     pub segment: u64,
     pub offset: u64,
@@ -131,14 +153,34 @@ enum Cmd {
         name: String,
         pos: Position,
     },
+    /// A reader found `segment` missing, or shorter than `seen` (the end it was allowed to read
+    /// to). The writer checks the file, settles the loss and answers whether it found one.
+    Damaged {
+        segment: u64,
+        seen: u64,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A reader forgot keys: rewrite keys.log so they stay forgotten after a restart.
+    KeysForgotten,
     Shutdown(oneshot::Sender<()>),
 }
 
-/// The idempotency window: the last N keys with their event counts.
+/// One remembered idempotency key.
+#[derive(Debug, Clone, Copy)]
+struct KeyEntry {
+    events: u64,
+    /// Where its record starts; unknown for keys read from old two-field keys.log lines.
+    loc: Option<Position>,
+    /// Insertion number, so a stale slot in `order` is told from a newer insert of the key.
+    seq: u64,
+}
+
+/// The idempotency window: the last N keys with their event counts and record locations.
 #[derive(Default)]
 struct KeyWindow {
-    map: HashMap<String, u64>,
-    order: VecDeque<String>,
+    map: HashMap<String, KeyEntry>,
+    order: VecDeque<(u64, String)>,
+    next_seq: u64,
     cap: usize,
 }
 
@@ -149,19 +191,89 @@ impl KeyWindow {
             ..Default::default()
         }
     }
+
     fn get(&self, key: &str) -> Option<u64> {
-        self.map.get(key).copied()
+        self.map.get(key).map(|e| e.events)
     }
-    fn insert(&mut self, key: String, events: u64) {
-        if self.map.insert(key.clone(), events).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
+
+    fn insert(&mut self, key: String, events: u64, loc: Option<Position>) {
+        if let Some(e) = self.map.get_mut(&key) {
+            e.events = events;
+            e.loc = loc.or(e.loc);
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.map.insert(key.clone(), KeyEntry { events, loc, seq });
+        self.order.push_back((seq, key));
+        while self.map.len() > self.cap {
+            let Some((seq, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|e| e.seq == seq) {
+                self.map.remove(&old);
             }
         }
+        // Forgotten keys leave stale slots behind; drop them once they pile up.
+        if self.order.len() > 2 * self.cap + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(s, k)| map.get(k).is_some_and(|e| e.seq == *s));
+        }
     }
+
+    /// Removes every key whose record location satisfies `pred`; returns them in log order.
+    fn forget(&mut self, pred: impl Fn(Position) -> bool) -> Vec<(String, u64, Position)> {
+        let mut gone: Vec<(String, u64, Position)> = self
+            .map
+            .iter()
+            .filter_map(|(k, e)| e.loc.filter(|l| pred(*l)).map(|l| (k.clone(), e.events, l)))
+            .collect();
+        for (k, _, _) in &gone {
+            self.map.remove(k);
+        }
+        gone.sort_by_key(|g| g.2);
+        gone
+    }
+
+    /// The live keys, oldest first.
+    fn entries(&self) -> Vec<(String, KeyEntry)> {
+        self.order
+            .iter()
+            .filter_map(|(s, k)| {
+                self.map
+                    .get(k)
+                    .filter(|e| e.seq == *s)
+                    .map(|e| (k.clone(), *e))
+            })
+            .collect()
+    }
+}
+
+/// One keys.log line: `KEY EVENTS SEGMENT OFFSET`, or `KEY EVENTS` (older relays).
+fn key_line(key: &str, events: u64, loc: Option<Position>) -> String {
+    match loc {
+        Some(l) => format!("{key} {events} {} {}\n", l.segment, l.offset),
+        None => format!("{key} {events}\n"),
+    }
+}
+
+fn parse_key_line(text: &str) -> Option<(String, u64, Option<Position>)> {
+    let mut it = text.split(' ');
+    let key = it.next()?;
+    let events = it.next()?.parse().ok()?;
+    let loc = match (it.next(), it.next()) {
+        (None, None) => None,
+        (Some(s), Some(o)) => Some(Position {
+            segment: s.parse().ok()?,
+            offset: o.parse().ok()?,
+        }),
+        _ => return None,
+    };
+    if it.next().is_some() || !crate::protocol::validate_idempotency_key(key) {
+        return None;
+    }
+    Some((key.to_string(), events, loc))
 }
 
 struct Shared {
@@ -171,8 +283,98 @@ struct Shared {
     keys: Mutex<KeyWindow>,
     /// Known segments and their sizes; the last one is the active one.
     segments: Mutex<BTreeMap<u64, u64>>,
+    /// Known bad ranges, `(segment, start) -> end`: readers jump over them without counting
+    /// them again.
+    bad: Mutex<BTreeMap<(u64, u64), u64>>,
     committed: watch::Sender<Position>,
     metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn segment_size(&self, id: u64) -> Option<u64> {
+        lock(&self.segments).get(&id).copied()
+    }
+
+    /// The end of the known bad range holding `at`, if any.
+    fn known_bad(&self, at: Position) -> Option<u64> {
+        let bad = lock(&self.bad);
+        bad.range(..=(at.segment, at.offset))
+            .next_back()
+            .filter(|((s, _), end)| *s == at.segment && at.offset < **end)
+            .map(|(_, end)| *end)
+    }
+
+    /// Remembers a bad range; false when another reader found it first.
+    fn register_bad(&self, segment: u64, start: u64, end: u64) -> bool {
+        let mut bad = lock(&self.bad);
+        let known = bad
+            .range(..=(segment, start))
+            .next_back()
+            .is_some_and(|((s, _), e)| *s == segment && start < *e);
+        if !known {
+            bad.insert((segment, start), end);
+        }
+        !known
+    }
+
+    /// Forgets the keys whose records are located where `pred` says (their batches cannot be
+    /// read back), logs them and counts them; returns how many.
+    fn forget_keys(&self, why: &str, pred: impl Fn(Position) -> bool) -> usize {
+        let gone = lock(&self.keys).forget(pred);
+        log_forgotten(&self.metrics, why, &gone);
+        gone.len()
+    }
+}
+
+/// Logs forgotten keys (the first [`LOG_KEYS`] one per line) and counts them.
+fn log_forgotten(metrics: &Metrics, why: &str, gone: &[(String, u64, Position)]) {
+    if gone.is_empty() {
+        return;
+    }
+    metrics.spool_keys_forgotten.add(gone.len() as u64);
+    for (key, events, loc) in gone.iter().take(LOG_KEYS) {
+        tracing::warn!(
+            key = %key,
+            events,
+            segment = loc.segment,
+            offset = loc.offset,
+            why,
+            "spool: idempotency key forgotten (its batch is lost; a resend will be stored again)"
+        );
+    }
+    tracing::warn!(
+        forgotten = gone.len(),
+        not_listed = gone.len().saturating_sub(LOG_KEYS),
+        why,
+        "spool: idempotency keys forgotten"
+    );
+}
+
+/// Logs and counts one skipped range of a segment.
+fn report_skipped(
+    metrics: &Metrics,
+    path: &Path,
+    segment: u64,
+    range: (u64, u64),
+    reason: &str,
+    what: &str,
+) {
+    metrics.spool_corrupt_records.inc();
+    metrics.spool_skipped_ranges.inc();
+    metrics.spool_skipped_bytes.add(range.1 - range.0);
+    tracing::error!(
+        segment,
+        path = %path.display(),
+        start = range.0,
+        end = range.1,
+        bytes = range.1 - range.0,
+        reason,
+        "spool: {what}"
+    );
 }
 
 /// The spool's handle. Cheap to clone.
@@ -197,66 +399,38 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_err(dir))
 }
 
-/// A record read back: key, events, body, and its size on disk.
-type Record = (String, u64, Vec<u8>, u64);
+/// Checks a record header, `room` being the bytes after it up to the end the reader may read:
+/// the payload length and checksum, or why it cannot be a record.
+fn parse_header(h: &[u8], room: u64) -> Result<(u64, u32), String> {
+    if &h[..4] != MAGIC {
+        return Err("bad record magic".into());
+    }
+    let len = u64::from(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+    let crc = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
+        return Err(format!("record length {len} out of range"));
+    }
+    if len > room {
+        return Err(format!(
+            "record length {len} runs past the end of the segment's data ({room} bytes left)"
+        ));
+    }
+    Ok((len, crc))
+}
 
-/// Reads one record at the reader's current place. `Ok(None)` at a clean end of file.
-fn read_record(r: &mut impl Read, path: &Path, offset: u64) -> Result<Option<Record>, SpoolError> {
-    let corrupt = |reason: String| SpoolError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
-    let mut header = [0u8; HEADER];
-    let mut got = 0;
-    while got < HEADER {
-        match r.read(&mut header[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(path)(e)),
-        }
+/// Splits the start of a checksummed payload: key, events, and where the body starts.
+fn parse_prefix(p: &[u8], len: u64) -> Result<(String, u64, usize), String> {
+    let klen = usize::from(*p.first().ok_or("empty payload")?);
+    if len < (1 + klen + 8) as u64 || p.len() < 1 + klen + 8 {
+        return Err("record shorter than its key".into());
     }
-    if got == 0 {
-        return Ok(None);
-    }
-    if got < HEADER {
-        return Err(corrupt(format!(
-            "torn record header ({got} of {HEADER} bytes)"
-        )));
-    }
-    if &header[..4] != MAGIC {
-        return Err(corrupt("bad record magic".into()));
-    }
-    let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default());
-    let crc = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
-    if !(1 + 8..=MAX_PAYLOAD).contains(&len) {
-        return Err(corrupt(format!("record length {len} out of range")));
-    }
-    let mut payload = Vec::new();
-    let n = r
-        .take(len as u64)
-        .read_to_end(&mut payload)
-        .map_err(io_err(path))?;
-    if n < len as usize {
-        return Err(corrupt(format!("torn record ({n} of {len} payload bytes)")));
-    }
-    if crc32fast::hash(&payload) != crc {
-        return Err(corrupt("checksum mismatch".into()));
-    }
-    let klen = payload[0] as usize;
-    if payload.len() < 1 + klen + 8 {
-        return Err(corrupt("record shorter than its key".into()));
-    }
-    let key = String::from_utf8(payload[1..1 + klen].to_vec())
-        .map_err(|_| corrupt("key is not UTF-8".into()))?;
-    let events = u64::from_le_bytes(
-        payload[1 + klen..1 + klen + 8]
-            .try_into()
-            .unwrap_or_default(),
-    );
-    let body = payload.split_off(1 + klen + 8);
-    Ok(Some((key, events, body, HEADER as u64 + len as u64)))
+    let key = std::str::from_utf8(&p[1..1 + klen])
+        .ok()
+        .filter(|k| crate::protocol::validate_idempotency_key(k))
+        .ok_or("record key is not a valid idempotency key")?;
+    let mut ev = [0u8; 8];
+    ev.copy_from_slice(&p[1 + klen..1 + klen + 8]);
+    Ok((key.to_string(), u64::from_le_bytes(ev), 1 + klen + 8))
 }
 
 fn encode_header(key: &str, events: u64, body: &[u8]) -> Vec<u8> {
@@ -276,13 +450,168 @@ fn encode_header(key: &str, events: u64, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A verified record, without its body.
+struct Meta {
+    key: String,
+    events: u64,
+    size: u64,
+}
+
+/// What [`Scanner::check`] found at an offset.
+enum Check {
+    Valid(Meta),
+    Bad(String),
+    /// The file ends before the end the scanner was given (truncated under us).
+    Short,
+}
+
+/// What [`Scanner::resync`] found.
+enum Resync {
+    /// The next valid record starts here.
+    Found(u64),
+    /// No valid record up to the end.
+    None,
+    /// The file ends before the end the scanner was given.
+    Short,
+}
+
+/// Windowed positional reads over one segment up to `end`: verifies records without keeping
+/// their bodies (start-up) and finds the next valid record after a bad one. Reads at most
+/// [`SCAN_WINDOW`] bytes at a time, whatever a record claims.
+struct Scanner<'a> {
+    file: &'a File,
+    end: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`, and how many bytes of `buf` hold file data.
+    start: u64,
+    filled: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(file: &'a File, end: u64) -> Self {
+        let cap = end.clamp(MAX_PREFIX as u64 + HEADER as u64, SCAN_WINDOW as u64) as usize;
+        Scanner {
+            file,
+            end,
+            buf: vec![0; cap],
+            start: 0,
+            filled: 0,
+        }
+    }
+
+    /// Makes `[pos, pos + n)` available (`n` at most the window, `pos + n` at most `end`);
+    /// false when the file ends first.
+    fn load(&mut self, pos: u64, n: usize) -> std::io::Result<bool> {
+        if pos >= self.start && pos + n as u64 <= self.start + self.filled as u64 {
+            return Ok(true);
+        }
+        let want = (self.end.saturating_sub(pos)).min(self.buf.len() as u64) as usize;
+        let mut got = 0;
+        while got < want {
+            match self
+                .file
+                .read_at(&mut self.buf[got..want], pos + got as u64)
+            {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.start = pos;
+        self.filled = got;
+        Ok(got >= n)
+    }
+
+    fn bytes(&self, pos: u64, n: usize) -> &[u8] {
+        let i = (pos - self.start) as usize;
+        &self.buf[i..i + n]
+    }
+
+    /// Verifies the record at `pos` (`pos < end`): header, bounded length, checksum, key.
+    fn check(&mut self, pos: u64) -> std::io::Result<Check> {
+        let left = self.end - pos;
+        if left < HEADER as u64 {
+            return Ok(Check::Bad(format!(
+                "torn record header ({left} of {HEADER} bytes)"
+            )));
+        }
+        if !self.load(pos, HEADER)? {
+            return Ok(Check::Short);
+        }
+        let (len, crc) = match parse_header(self.bytes(pos, HEADER), left - HEADER as u64) {
+            Ok(x) => x,
+            Err(reason) => return Ok(Check::Bad(reason)),
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        let mut prefix = None;
+        let (first, stop) = (pos + HEADER as u64, pos + HEADER as u64 + len);
+        let mut at = first;
+        while at < stop {
+            let n = (stop - at).min(self.buf.len() as u64) as usize;
+            if !self.load(at, n)? {
+                return Ok(Check::Short);
+            }
+            let chunk = self.bytes(at, n);
+            if at == first {
+                prefix = Some(parse_prefix(&chunk[..n.min(MAX_PREFIX)], len));
+            }
+            hasher.update(chunk);
+            at += n as u64;
+        }
+        if hasher.finalize() != crc {
+            return Ok(Check::Bad("checksum mismatch".into()));
+        }
+        Ok(match prefix {
+            Some(Ok((key, events, _))) => Check::Valid(Meta {
+                key,
+                events,
+                size: HEADER as u64 + len,
+            }),
+            Some(Err(reason)) => Check::Bad(reason),
+            None => Check::Bad("empty payload".into()),
+        })
+    }
+
+    /// The first offset at or after `from` where a valid record starts: the magic found with
+    /// memmem, then the header and checksum verified.
+    fn resync(&mut self, from: u64) -> std::io::Result<Resync> {
+        let finder = memchr::memmem::Finder::new(MAGIC);
+        let smallest = HEADER as u64 + MIN_PAYLOAD;
+        let mut p = from;
+        while p + smallest <= self.end {
+            let n = (self.end - p).min(self.buf.len() as u64) as usize;
+            if !self.load(p, n)? {
+                return Ok(Resync::Short);
+            }
+            match finder.find(self.bytes(p, n)) {
+                Some(i) => {
+                    let candidate = p + i as u64;
+                    match self.check(candidate)? {
+                        Check::Valid(_) => return Ok(Resync::Found(candidate)),
+                        Check::Bad(_) => p = candidate + 1,
+                        Check::Short => return Ok(Resync::Short),
+                    }
+                }
+                None if p + n as u64 >= self.end => break,
+                // The magic may straddle the window's end: look again from its last bytes.
+                None => p += (n - (MAGIC.len() - 1)) as u64,
+            }
+        }
+        Ok(Resync::None)
+    }
+}
+
 /// Everything found on disk at start.
 struct Recovered {
     segments: BTreeMap<u64, u64>,
-    keys: Vec<(String, u64)>,
+    /// Every valid record's key, events and location, in log order.
+    keys: Vec<(String, u64, Position)>,
+    bad: BTreeMap<(u64, u64), u64>,
 }
 
-/// Scans the spool directory: verifies the last segment and cuts a torn tail, collects keys.
+/// Scans the spool directory: verifies every segment, skipping bad ranges to the next valid
+/// record, cuts the last segment's tail after its last valid record, collects keys.
 fn recover(dir: &Path, metrics: &Metrics) -> Result<Recovered, SpoolError> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -299,58 +628,87 @@ fn recover(dir: &Path, metrics: &Metrics) -> Result<Recovered, SpoolError> {
         }
     }
     ids.sort_unstable();
-    let mut segments = BTreeMap::new();
-    let mut keys = Vec::new();
+    let mut out = Recovered {
+        segments: BTreeMap::new(),
+        keys: Vec::new(),
+        bad: BTreeMap::new(),
+    };
     let last = ids.last().copied();
     for id in ids {
-        let path = segment_path(dir, id);
-        let file = File::open(&path).map_err(io_err(&path))?;
-        let len = file.metadata().map_err(io_err(&path))?.len();
-        let mut r = BufReader::with_capacity(1 << 20, file);
-        let mut offset = 0u64;
-        loop {
-            match read_record(&mut r, &path, offset) {
-                Ok(Some((key, events, _body, size))) => {
-                    keys.push((key, events));
-                    offset += size;
-                }
-                Ok(None) => break,
-                Err(e @ SpoolError::Io { .. }) => return Err(e),
-                Err(e) => {
-                    metrics.spool_corrupt_records.inc();
-                    if Some(id) == last {
-                        // Only the active segment can be torn (a crash mid-write); what is past
-                        // the last whole record was never answered 200.
-                        tracing::warn!(
-                            error = %e,
-                            dropped_bytes = len - offset,
-                            "spool: torn or corrupt tail of the last segment, cut off"
-                        );
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(io_err(&path))?;
-                        f.set_len(offset).map_err(io_err(&path))?;
-                        f.sync_all().map_err(io_err(&path))?;
-                    } else {
-                        tracing::error!(
-                            error = %e,
-                            skipped_bytes = len - offset,
-                            "spool: corrupt record inside a sealed segment; the rest of that \
-                             segment is skipped"
-                        );
-                    }
-                    break;
-                }
-            }
-        }
-        let size = if Some(id) == last { offset } else { len };
-        segments.insert(id, size);
+        let size = recover_segment(dir, id, Some(id) == last, metrics, &mut out)?;
+        out.segments.insert(id, size);
     }
-    Ok(Recovered { segments, keys })
+    Ok(out)
 }
 
-fn read_keys_log(path: &Path) -> Result<Vec<(String, u64)>, SpoolError> {
+/// Verifies one segment; returns the size readers may read.
+fn recover_segment(
+    dir: &Path,
+    id: u64,
+    last: bool,
+    metrics: &Metrics,
+    out: &mut Recovered,
+) -> Result<u64, SpoolError> {
+    let path = segment_path(dir, id);
+    let file = File::open(&path).map_err(io_err(&path))?;
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    let mut scan = Scanner::new(&file, len);
+    let mut offset = 0u64;
+    while offset < len {
+        let reason = match scan.check(offset).map_err(io_err(&path))? {
+            Check::Valid(m) => {
+                out.keys.push((
+                    m.key,
+                    m.events,
+                    Position {
+                        segment: id,
+                        offset,
+                    },
+                ));
+                offset += m.size;
+                continue;
+            }
+            Check::Bad(reason) => reason,
+            Check::Short => "the file shrank while it was read".to_string(),
+        };
+        let end = match scan.resync(offset + 1).map_err(io_err(&path))? {
+            Resync::Found(next) => next,
+            Resync::None | Resync::Short => len,
+        };
+        if last && end == len {
+            // Only the tail after the last valid record is cut: a crash mid-write leaves a
+            // torn record there that was never answered 200.
+            report_skipped(
+                metrics,
+                &path,
+                id,
+                (offset, end),
+                &reason,
+                "torn or corrupt tail of the last segment, cut off",
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            f.set_len(offset).map_err(io_err(&path))?;
+            f.sync_all().map_err(io_err(&path))?;
+            return Ok(offset);
+        }
+        report_skipped(
+            metrics,
+            &path,
+            id,
+            (offset, end),
+            &reason,
+            "corrupt bytes skipped; reading resumes at the next valid record",
+        );
+        out.bad.insert((id, offset), end);
+        offset = end;
+    }
+    Ok(len)
+}
+
+fn read_keys_log(path: &Path) -> Result<Vec<(String, u64, Option<Position>)>, SpoolError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -369,13 +727,8 @@ fn read_keys_log(path: &Path) -> Result<Vec<(String, u64)>, SpoolError> {
         if line.last() != Some(&b'\n') {
             break;
         }
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-        if let Some((k, e)) = text.split_once(' ') {
-            if let Ok(events) = e.parse() {
-                if crate::protocol::validate_idempotency_key(k) {
-                    out.push((k.to_string(), events));
-                }
-            }
+        if let Some(entry) = parse_key_line(&String::from_utf8_lossy(&line[..line.len() - 1])) {
+            out.push(entry);
         }
     }
     Ok(out)
@@ -401,6 +754,61 @@ fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<(), SpoolError> 
     Ok(())
 }
 
+/// Builds the idempotency window at start: keys.log, then the keys of every valid record.
+/// A key whose record was not delivered by every output (located at or after `min_cursor`) and
+/// was not found valid is forgotten: its bytes were skipped, cut off or are gone with their
+/// segment, so a resend must be stored again. Returns the window and whether any was forgotten.
+fn build_window(
+    cap: usize,
+    logged: Vec<(String, u64, Option<Position>)>,
+    found: Vec<(String, u64, Position)>,
+    min_cursor: Position,
+    metrics: &Metrics,
+) -> (KeyWindow, bool) {
+    let valid: HashSet<&str> = found.iter().map(|(k, _, _)| k.as_str()).collect();
+    let mut window = KeyWindow::new(cap);
+    let mut lost: BTreeMap<String, (u64, Position)> = BTreeMap::new();
+    for (k, e, loc) in logged {
+        match loc {
+            Some(l) if l >= min_cursor && !valid.contains(k.as_str()) => {
+                lost.insert(k, (e, l));
+            }
+            _ => {
+                // A later line of the key (stored again) wins over an earlier lost one.
+                lost.remove(&k);
+                window.insert(k, e, loc);
+            }
+        }
+    }
+    drop(valid);
+    for (k, e, loc) in found {
+        window.insert(k, e, Some(loc));
+    }
+    let mut gone: Vec<(String, u64, Position)> =
+        lost.into_iter().map(|(k, (e, l))| (k, e, l)).collect();
+    gone.sort_by_key(|g| g.2);
+    log_forgotten(metrics, "record unreadable or missing at start", &gone);
+    (window, !gone.is_empty())
+}
+
+/// Segments missing between the oldest undelivered one and the newest: they vanished while
+/// the relay was down (deletion only ever removes segments every output has passed).
+fn report_missing_segments(segments: &BTreeMap<u64, u64>, min_cursor: Position, metrics: &Metrics) {
+    let Some(newest) = segments.keys().next_back().copied() else {
+        return;
+    };
+    for id in min_cursor.segment + 1..newest {
+        if !segments.contains_key(&id) {
+            metrics.spool_lost_segments.inc();
+            tracing::error!(
+                segment = id,
+                "spool: segment missing at start although not every output delivered it; its \
+                 batches are lost"
+            );
+        }
+    }
+}
+
 impl Spool {
     /// Opens (or creates) the spool for the outputs named `outputs`, recovering what is there.
     pub fn open(
@@ -411,38 +819,42 @@ impl Spool {
         let dir = settings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
+        let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         // SAFETY: flock on a descriptor we own; the file stays open for the writer's life.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(SpoolError::Locked { path: dir });
         }
 
         let recovered = recover(&dir, &metrics)?;
-        let keys_path = dir.join("keys.log");
-        let mut window = KeyWindow::new(settings.keys_window);
-        let mut key_lines = 0usize;
-        for (k, e) in read_keys_log(&keys_path)? {
-            window.insert(k, e);
-            key_lines += 1;
-        }
-        for (k, e) in recovered.keys {
-            window.insert(k, e);
-        }
         let mut segments = recovered.segments;
+        let first = segments.keys().next().copied().unwrap_or(0);
         let mut cursors = HashMap::new();
         for name in outputs {
-            let first = segments.keys().next().copied().unwrap_or(0);
             let pos = read_cursor(&cursor_path(&dir, name)).unwrap_or(Position {
                 segment: first,
                 offset: 0,
             });
             cursors.insert(name.clone(), pos);
         }
+        let min_cursor = cursors.values().min().copied().unwrap_or_default();
+        report_missing_segments(&segments, min_cursor, &metrics);
+
+        let keys_path = dir.join("keys.log");
+        let logged = read_keys_log(&keys_path)?;
+        let key_lines = logged.len();
+        let (window, forgot) = build_window(
+            settings.keys_window,
+            logged,
+            recovered.keys,
+            min_cursor,
+            &metrics,
+        );
+
         // Appends always go to a fresh segment, so a recovered segment is never written again;
         // numbers only grow, even when every segment was deleted, so no cursor is ahead of them.
         let active = segments
@@ -482,6 +894,7 @@ impl Spool {
             used: AtomicU64::new(used),
             keys: Mutex::new(window),
             segments: Mutex::new(segments),
+            bad: Mutex::new(recovered.bad),
             committed,
             metrics,
         });
@@ -496,10 +909,15 @@ impl Spool {
             keys_path,
             key_lines,
             keys_dirty: false,
+            keys_rewrite: false,
             cursors,
             cursors_dirty: HashMap::new(),
-            _lock: lock,
+            _lock: lock_file,
         };
+        if forgot {
+            // Forgotten keys must stay forgotten even once their segment is deleted.
+            writer.compact_keys();
+        }
         // Segments already passed by every output (a crash before their deletion) go now.
         writer.collect_garbage();
         let handle = std::thread::Builder::new()
@@ -540,11 +958,7 @@ impl Spool {
 
     /// The events stored under `key`, when the key is in the window.
     pub fn lookup(&self, key: &str) -> Option<u64> {
-        self.shared
-            .keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
+        lock(&self.shared.keys).get(key)
     }
 
     /// Bytes on disk in segments.
@@ -565,11 +979,7 @@ impl Spool {
     /// A reader for output `name`, starting at its persisted cursor.
     pub fn reader(&self, name: &str) -> SpoolReader {
         let dir = &self.shared.dir;
-        let first = self
-            .shared
-            .segments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let first = lock(&self.shared.segments)
             .keys()
             .next()
             .copied()
@@ -592,6 +1002,7 @@ impl Spool {
                 name: name.to_string(),
                 tx: self.tx.clone(),
             },
+            last_damage: None,
         }
     }
 
@@ -601,7 +1012,7 @@ impl Spool {
         if self.tx.send(Cmd::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = lock(&self.writer).take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
@@ -625,13 +1036,105 @@ impl Acker {
     }
 }
 
+/// The reader's open segment and where its file position is.
+struct Cached {
+    segment: u64,
+    file: File,
+    /// The file position, `u64::MAX` when unknown.
+    at: u64,
+}
+
+/// What a read at the reader's position found.
+enum Found {
+    Record {
+        key: String,
+        events: u64,
+        body: Bytes,
+        size: u64,
+    },
+    Bad(String),
+    /// The file ends before the end the reader may read to.
+    Short,
+    /// The segment file is gone.
+    Missing,
+}
+
+/// Reads the record at `pos` of `c`, not past `end`. The hot path of delivery: one read of
+/// the header and one of the payload straight into the batch's buffer (the body is a slice of
+/// it, not a copy), sequential reads without seeks.
+fn read_record_at(c: &mut Cached, pos: u64, end: u64) -> std::io::Result<Found> {
+    let left = end - pos;
+    if left < HEADER as u64 {
+        return Ok(Found::Bad(format!(
+            "torn record header ({left} of {HEADER} bytes)"
+        )));
+    }
+    if c.at != pos {
+        c.at = u64::MAX;
+        c.file.seek(SeekFrom::Start(pos))?;
+        c.at = pos;
+    }
+    let mut header = [0u8; HEADER];
+    match c.file.read_exact(&mut header) {
+        Ok(()) => c.at += HEADER as u64,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            c.at = u64::MAX;
+            return Ok(Found::Short);
+        }
+        Err(e) => {
+            c.at = u64::MAX;
+            return Err(e);
+        }
+    }
+    let (len, crc) = match parse_header(&header, left - HEADER as u64) {
+        Ok(x) => x,
+        Err(reason) => return Ok(Found::Bad(reason)),
+    };
+    // `len` is bounded by the bytes before `end`: a flipped length bit cannot allocate more.
+    let mut payload = Vec::with_capacity(len as usize);
+    let got = (&c.file).take(len).read_to_end(&mut payload);
+    let got = match got {
+        Ok(n) => n as u64,
+        Err(e) => {
+            c.at = u64::MAX;
+            return Err(e);
+        }
+    };
+    c.at += got;
+    if got < len {
+        return Ok(Found::Short);
+    }
+    if crc32fast::hash(&payload) != crc {
+        return Ok(Found::Bad("checksum mismatch".into()));
+    }
+    match parse_prefix(&payload, len) {
+        Ok((key, events, body_at)) => Ok(Found::Record {
+            key,
+            events,
+            body: Bytes::from(payload).slice(body_at..),
+            size: HEADER as u64 + len,
+        }),
+        Err(reason) => Ok(Found::Bad(reason)),
+    }
+}
+
+/// What the reader's next step is after one read.
+enum Step {
+    Batch(StoredBatch),
+    Bad(String),
+    Damaged,
+}
+
 /// Reads one output's batches in log order, waiting for new ones.
 pub struct SpoolReader {
     shared: Arc<Shared>,
     committed: watch::Receiver<Position>,
     pos: Position,
-    file: Option<(u64, File)>,
+    file: Option<Cached>,
     acker: Acker,
+    /// The last damage reported (position, limit): the same again means settling it changed
+    /// nothing, and the reader returns an error (retried after a pause) rather than spin.
+    last_damage: Option<(Position, u64)>,
 }
 
 impl SpoolReader {
@@ -645,22 +1148,18 @@ impl SpoolReader {
         self.pos
     }
 
-    /// The next durable batch; waits until there is one. Corrupt records are reported and
-    /// skipped (the rest of their segment with them).
+    /// The next durable batch; waits until there is one. A bad record is skipped up to the next
+    /// valid one (reported and counted once); a segment that vanished or was truncated is
+    /// reported and the reader goes on after it. Errors are I/O errors other than a missing
+    /// file (permissions, EIO), worth retrying.
     pub async fn next(&mut self) -> Result<StoredBatch, SpoolError> {
         loop {
             let committed = *self.committed.borrow_and_update();
+            let sealed = self.pos.segment < committed.segment;
             let limit = if self.pos.segment == committed.segment {
                 Some(committed.offset)
-            } else if self.pos.segment < committed.segment {
-                let size = self
-                    .shared
-                    .segments
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&self.pos.segment)
-                    .copied();
-                match size {
+            } else if sealed {
+                match self.shared.segment_size(self.pos.segment) {
                     Some(s) => Some(s),
                     None => {
                         self.hop();
@@ -671,20 +1170,12 @@ impl SpoolReader {
                 None
             };
             match limit {
-                Some(limit) if self.pos.offset < limit => match self.read_one().await {
-                    Ok(batch) => return Ok(batch),
-                    Err(e @ SpoolError::Io { .. }) => return Err(e),
-                    Err(e) => {
-                        self.shared.metrics.spool_corrupt_records.inc();
-                        tracing::error!(error = %e, "spool: corrupt record; rest of segment skipped");
-                        if self.pos.segment < committed.segment {
-                            self.hop();
-                        } else {
-                            self.pos.offset = committed.offset;
-                        }
-                    }
+                Some(limit) if self.pos.offset < limit => match self.read_one(limit).await? {
+                    Step::Batch(batch) => return Ok(batch),
+                    Step::Bad(reason) => self.skip_bad(limit, reason).await?,
+                    Step::Damaged => self.report_damage(limit).await?,
                 },
-                Some(_) if self.pos.segment < committed.segment => self.hop(),
+                Some(_) if sealed => self.hop(),
                 _ => {
                     if self.committed.changed().await.is_err() {
                         return Err(SpoolError::Closed);
@@ -696,11 +1187,7 @@ impl SpoolReader {
 
     /// Moves to the start of the next segment.
     fn hop(&mut self) {
-        let next = self
-            .shared
-            .segments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let next = lock(&self.shared.segments)
             .range(self.pos.segment + 1..)
             .next()
             .map(|(id, _)| *id);
@@ -711,48 +1198,133 @@ impl SpoolReader {
         };
     }
 
-    async fn read_one(&mut self) -> Result<StoredBatch, SpoolError> {
-        let pos = self.pos;
-        let path = segment_path(&self.shared.dir, pos.segment);
-        let cached = self.file.take().filter(|(id, _)| *id == pos.segment);
-        let (file, result) = tokio::task::spawn_blocking(move || {
-            let mut file = match cached {
-                Some((_, f)) => f,
+    /// Runs `f` on the current segment's file (opened if needed) on the blocking pool.
+    async fn with_file<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Cached) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<Option<T>, SpoolError> {
+        let segment = self.pos.segment;
+        let path = segment_path(&self.shared.dir, segment);
+        let cached = self.file.take().filter(|c| c.segment == segment);
+        let (cached, result) = tokio::task::spawn_blocking(move || {
+            let mut c = match cached {
+                Some(c) => c,
                 None => match File::open(&path) {
-                    Ok(f) => f,
+                    Ok(file) => Cached {
+                        segment,
+                        file,
+                        at: 0,
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, Ok(None)),
                     Err(e) => return (None, Err(io_err(&path)(e))),
                 },
             };
-            if let Err(e) = file.seek(SeekFrom::Start(pos.offset)) {
-                return (Some(file), Err(io_err(&path)(e)));
-            }
-            let r = read_record(&mut file, &path, pos.offset);
-            let r = match r {
-                Ok(Some(rec)) => Ok(rec),
-                Ok(None) => Err(SpoolError::Corrupt {
-                    path: path.clone(),
-                    offset: pos.offset,
-                    reason: "end of file before the durable end".into(),
-                }),
-                Err(e) => Err(e),
-            };
-            (Some(file), r)
+            let r = f(&mut c).map(Some).map_err(io_err(&path));
+            (Some(c), r)
         })
         .await
         .map_err(|e| SpoolError::Io {
             path: self.shared.dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        self.file = file.map(|f| (pos.segment, f));
-        let (key, events, body, size) = result?;
-        self.pos.offset += size;
-        Ok(StoredBatch {
-            key,
-            events,
-            body: Bytes::from(body),
-            start: pos,
-            end: self.pos,
+        self.file = cached;
+        result
+    }
+
+    async fn read_one(&mut self, limit: u64) -> Result<Step, SpoolError> {
+        let start = self.pos;
+        let found = self
+            .with_file(move |c| read_record_at(c, start.offset, limit))
+            .await?
+            .unwrap_or(Found::Missing);
+        Ok(match found {
+            Found::Record {
+                key,
+                events,
+                body,
+                size,
+            } => {
+                self.pos.offset += size;
+                Step::Batch(StoredBatch {
+                    key,
+                    events,
+                    body,
+                    start,
+                    end: self.pos,
+                })
+            }
+            Found::Bad(reason) => Step::Bad(reason),
+            Found::Short | Found::Missing => Step::Damaged,
         })
+    }
+
+    /// Skips the bad bytes at the reader's position up to the next valid record (or `limit`):
+    /// a range found before (at start or by another output) is jumped over silently; a new one
+    /// is remembered, reported, counted, and the keys of its records forgotten.
+    async fn skip_bad(&mut self, limit: u64, reason: String) -> Result<(), SpoolError> {
+        let at = self.pos;
+        if let Some(end) = self.shared.known_bad(at) {
+            self.pos.offset = end;
+            return Ok(());
+        }
+        let found = self
+            .with_file(move |c| Scanner::new(&c.file, limit).resync(at.offset + 1))
+            .await?;
+        let end = match found {
+            Some(Resync::Found(next)) => next,
+            Some(Resync::None) => limit,
+            Some(Resync::Short) | None => return self.report_damage(limit).await,
+        };
+        if self.shared.register_bad(at.segment, at.offset, end) {
+            let path = segment_path(&self.shared.dir, at.segment);
+            report_skipped(
+                &self.shared.metrics,
+                &path,
+                at.segment,
+                (at.offset, end),
+                &reason,
+                "corrupt bytes skipped by a reader; reading resumes at the next valid record",
+            );
+            let n = self.shared.forget_keys("record in a corrupt range", |l| {
+                l.segment == at.segment && (at.offset..end).contains(&l.offset)
+            });
+            if n > 0 {
+                let _ = self.acker.tx.send(Cmd::KeysForgotten);
+            }
+        }
+        self.pos.offset = end;
+        Ok(())
+    }
+
+    /// The segment is missing or ends before `limit`: has the writer check and settle it
+    /// (report, forget keys, move on to a new segment if it was the active one).
+    async fn report_damage(&mut self, limit: u64) -> Result<(), SpoolError> {
+        self.file = None;
+        let segment = self.pos.segment;
+        let unreadable = || SpoolError::Corrupt {
+            path: segment_path(&self.shared.dir, segment),
+            offset: self.pos.offset,
+            reason: "segment ends before its durable end".into(),
+        };
+        if self.last_damage.take() == Some((self.pos, limit)) {
+            return Err(unreadable());
+        }
+        self.last_damage = Some((self.pos, limit));
+        let (reply, rx) = oneshot::channel();
+        self.acker
+            .tx
+            .send(Cmd::Damaged {
+                segment,
+                seen: limit,
+                reply,
+            })
+            .map_err(|_| SpoolError::Closed)?;
+        if rx.await.map_err(|_| SpoolError::Closed)? {
+            Ok(())
+        } else {
+            // The file looks whole to the writer yet could not be read: an error to retry.
+            Err(unreadable())
+        }
     }
 }
 
@@ -766,6 +1338,8 @@ struct Writer {
     keys_path: PathBuf,
     key_lines: usize,
     keys_dirty: bool,
+    /// Keys were forgotten: keys.log must be rewritten without them.
+    keys_rewrite: bool,
     cursors: HashMap<String, Position>,
     cursors_dirty: HashMap<String, Position>,
     _lock: File,
@@ -808,6 +1382,15 @@ impl Writer {
                             acked = true;
                         }
                     }
+                    Cmd::Damaged {
+                        segment,
+                        seen,
+                        reply,
+                    } => {
+                        let settled = self.check_segment(segment, seen);
+                        let _ = reply.send(settled);
+                    }
+                    Cmd::KeysForgotten => self.keys_rewrite = true,
                     Cmd::Shutdown(reply) => stop = Some(reply),
                 }
             }
@@ -817,6 +1400,9 @@ impl Writer {
             if acked {
                 self.persist_cursors();
                 self.collect_garbage();
+            }
+            if self.keys_rewrite {
+                self.compact_keys();
             }
             if let Some(reply) = stop {
                 self.persist_cursors();
@@ -831,6 +1417,7 @@ impl Writer {
     }
 
     fn commit_group(&mut self, appends: Vec<(String, u64, Bytes, Reply)>) {
+        self.check_active();
         if self.active_size >= self.shared.settings.segment_bytes {
             if let Err(e) = self.roll() {
                 tracing::error!(error = %e, "spool: cannot start a new segment");
@@ -844,16 +1431,13 @@ impl Writer {
         let max = self.shared.settings.max_bytes;
         // (reply, outcome) sent only after the sync.
         let mut answers: Vec<(Reply, Appended)> = Vec::new();
-        let mut group_keys: HashMap<String, u64> = HashMap::new();
+        let mut group_keys: Vec<(String, u64, Position)> = Vec::new();
+        let mut in_group: HashMap<String, u64> = HashMap::new();
         let mut write_error = None;
         for (key, events, body, reply) in appends {
-            let known = self
-                .shared
-                .keys
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            let known = lock(&self.shared.keys)
                 .get(&key)
-                .or_else(|| group_keys.get(&key).copied());
+                .or_else(|| in_group.get(&key).copied());
             if let Some(events) = known {
                 answers.push((reply, Appended::Duplicate { events }));
                 continue;
@@ -872,33 +1456,35 @@ impl Writer {
                 }));
                 continue;
             }
-            if write_error.is_none() {
-                let r = self
-                    .file
-                    .write_all(&header)
-                    .and_then(|_| self.file.write_all(&body));
-                match r {
-                    Ok(()) => {
-                        self.active_size += size;
-                        group_keys.insert(key, events);
-                        answers.push((reply, Appended::Stored));
-                    }
-                    Err(e) => {
-                        write_error = Some(e.to_string());
-                        let _ = reply.send(Err(AppendError::Io(e.to_string())));
-                    }
+            if let Some(e) = &write_error {
+                let _ = reply.send(Err(AppendError::Io(String::clone(e))));
+                continue;
+            }
+            let r = self
+                .file
+                .write_all(&header)
+                .and_then(|_| self.file.write_all(&body));
+            match r {
+                Ok(()) => {
+                    let loc = Position {
+                        segment: self.active,
+                        offset: self.active_size,
+                    };
+                    self.active_size += size;
+                    in_group.insert(key.clone(), events);
+                    group_keys.push((key, events, loc));
+                    answers.push((reply, Appended::Stored));
                 }
-            } else {
-                let _ = reply.send(Err(AppendError::Io(
-                    write_error.clone().unwrap_or_default(),
-                )));
+                Err(e) => {
+                    write_error = Some(e.to_string());
+                    let _ = reply.send(Err(AppendError::Io(e.to_string())));
+                }
             }
         }
         if self.active_size > start_size || write_error.is_some() {
-            let synced = if write_error.is_none() {
-                self.file.sync_data().map_err(|e| e.to_string())
-            } else {
-                Err(write_error.clone().unwrap_or_default())
+            let synced = match &write_error {
+                None => self.file.sync_data().map_err(|e| e.to_string()),
+                Some(e) => Err(e.clone()),
             };
             if let Err(e) = synced {
                 // What this group wrote is not known to be durable: cut it off and continue in
@@ -917,22 +1503,20 @@ impl Writer {
             let added = self.active_size - start_size;
             let used = self.shared.used.fetch_add(added, Ordering::Relaxed) + added;
             self.shared.metrics.spool_bytes.set(used as i64);
-            self.shared
-                .segments
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(self.active, self.active_size);
+            lock(&self.shared.segments).insert(self.active, self.active_size);
         }
         {
-            let mut window = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, events) in &group_keys {
-                window.insert(key.clone(), *events);
+            let mut window = lock(&self.shared.keys);
+            for (key, events, loc) in &group_keys {
+                window.insert(key.clone(), *events, Some(*loc));
             }
         }
-        for (key, events) in &group_keys {
+        for (key, events, loc) in &group_keys {
             // Not synced here: keys.log is synced before any segment (which also holds the
             // keys) is deleted, and recovery reads keys from both.
-            let _ = writeln!(self.keys_file, "{key} {events}");
+            let _ = self
+                .keys_file
+                .write_all(key_line(key, *events, Some(*loc)).as_bytes());
             self.key_lines += 1;
             self.keys_dirty = true;
         }
@@ -947,6 +1531,147 @@ impl Writer {
         for (reply, outcome) in answers {
             let _ = reply.send(Ok(outcome));
         }
+    }
+
+    /// Before a group is written: is the active segment still the file on disk, with the size
+    /// written? One fstat. When it was deleted or its size changed under us, the loss is
+    /// settled and appends move to a new segment (offsets in the old one are no longer ours).
+    fn check_active(&mut self) {
+        let Ok(meta) = self.file.metadata() else {
+            return;
+        };
+        let id = self.active;
+        if meta.nlink() == 0 {
+            self.segment_lost(id);
+        } else if meta.len() < self.active_size {
+            self.segment_truncated(id, meta.len());
+        } else if meta.len() > self.active_size {
+            tracing::warn!(
+                segment = id,
+                size = self.active_size,
+                file_size = meta.len(),
+                "spool: bytes appended to the active segment by someone else; ignored, moving \
+                 to a new segment"
+            );
+            if let Err(e) = self.roll() {
+                tracing::error!(error = %e, "spool: cannot start a new segment");
+            }
+        }
+    }
+
+    /// A reader found segment `id` missing or shorter than `seen`: settles it. True when the
+    /// loss is (or already was) settled, false when the file looks whole.
+    fn check_segment(&mut self, id: u64, seen: u64) -> bool {
+        let Some(known) = self.shared.segment_size(id) else {
+            return true;
+        };
+        if known < seen {
+            return true;
+        }
+        let path = segment_path(&self.shared.dir, id);
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.segment_lost(id);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, segment = id, path = %path.display(), "spool: cannot check segment");
+                false
+            }
+            Ok(m) if m.len() < known => {
+                self.segment_truncated(id, m.len());
+                true
+            }
+            Ok(_) if id == self.active => {
+                // The path may name another file now; the one we write may be deleted.
+                self.check_active();
+                self.active != id
+            }
+            Ok(_) => false,
+        }
+    }
+
+    /// Segment `id` vanished: forget it and its keys, report it; a new segment if it was the
+    /// active one.
+    fn segment_lost(&mut self, id: u64) {
+        let Some(size) = lock(&self.shared.segments).remove(&id) else {
+            return;
+        };
+        if id == self.active {
+            if let Err(e) = self.roll() {
+                tracing::error!(error = %e, "spool: cannot start a new segment");
+            }
+        }
+        lock(&self.shared.bad).retain(|(s, _), _| *s != id);
+        self.release(size);
+        self.shared.metrics.spool_lost_segments.inc();
+        tracing::error!(
+            segment = id,
+            path = %segment_path(&self.shared.dir, id).display(),
+            bytes = size,
+            "spool: segment vanished while the relay ran; its undelivered batches are lost, \
+             readers go on with the next segment"
+        );
+        if self
+            .shared
+            .forget_keys("segment vanished", |l| l.segment == id)
+            > 0
+        {
+            self.compact_keys();
+        }
+    }
+
+    /// Segment `id` is `len` bytes, less than its durable end: what is past `len` is lost.
+    fn segment_truncated(&mut self, id: u64, len: u64) {
+        let known = {
+            let mut segs = lock(&self.shared.segments);
+            let Some(size) = segs.get_mut(&id) else {
+                return;
+            };
+            if *size <= len {
+                return;
+            }
+            std::mem::replace(size, len)
+        };
+        if id == self.active {
+            // O_APPEND writes land at the file's end now.
+            self.active_size = len;
+            if let Err(e) = self.roll() {
+                tracing::error!(error = %e, "spool: cannot start a new segment");
+            }
+        }
+        {
+            let mut bad = lock(&self.shared.bad);
+            bad.retain(|(s, start), _| *s != id || *start < len);
+            for ((_, _), end) in bad.range_mut((id, 0)..(id + 1, 0)) {
+                *end = (*end).min(len);
+            }
+        }
+        self.release(known - len);
+        self.shared.metrics.spool_lost_segments.inc();
+        tracing::error!(
+            segment = id,
+            path = %segment_path(&self.shared.dir, id).display(),
+            durable_end = known,
+            file_size = len,
+            "spool: segment truncated below its durable end while the relay ran; the batches \
+             past its end are lost"
+        );
+        if self
+            .shared
+            .forget_keys("segment truncated", |l| l.segment == id && l.offset >= len)
+            > 0
+        {
+            self.compact_keys();
+        }
+    }
+
+    /// `bytes` of segments are gone from disk: update the accounting.
+    fn release(&self, bytes: u64) {
+        let used = self.shared.used.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        self.shared.metrics.spool_bytes.set(used as i64);
+        let count = lock(&self.shared.segments).len();
+        self.shared.metrics.spool_segments.set(count as i64);
     }
 
     /// Seals the active segment and opens the next one.
@@ -966,11 +1691,7 @@ impl Writer {
         self.active = next;
         self.active_size = 0;
         let count = {
-            let mut segs = self
-                .shared
-                .segments
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut segs = lock(&self.shared.segments);
             segs.insert(next, 0);
             segs.len()
         };
@@ -1001,20 +1722,14 @@ impl Writer {
         let Some(min) = self.cursors.values().min().copied() else {
             return;
         };
-        let doomed: Vec<(u64, u64)> = {
-            let segs = self
-                .shared
-                .segments
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            segs.iter()
-                .filter(|(id, size)| {
-                    **id != self.active
-                        && (**id < min.segment || (**id == min.segment && min.offset >= **size))
-                })
-                .map(|(id, size)| (*id, *size))
-                .collect()
-        };
+        let doomed: Vec<(u64, u64)> = lock(&self.shared.segments)
+            .iter()
+            .filter(|(id, size)| {
+                **id != self.active
+                    && (**id < min.segment || (**id == min.segment && min.offset >= **size))
+            })
+            .map(|(id, size)| (*id, *size))
+            .collect();
         if !doomed.is_empty() {
             self.delete_segments(&doomed);
         }
@@ -1060,37 +1775,18 @@ impl Writer {
                     continue;
                 }
             }
-            self.shared
-                .segments
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
+            lock(&self.shared.segments).remove(id);
+            lock(&self.shared.bad).retain(|(s, _), _| s != id);
         }
-        let used = self.shared.used.fetch_sub(freed, Ordering::Relaxed) - freed;
-        self.shared.metrics.spool_bytes.set(used as i64);
-        let count = self
-            .shared
-            .segments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        self.shared.metrics.spool_segments.set(count as i64);
+        self.release(freed);
     }
 
+    /// Rewrites keys.log from the window (atomically): bounds it, and drops forgotten keys.
     fn compact_keys(&mut self) {
-        let window: Vec<(String, u64)> = {
-            let w = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-            w.order
-                .iter()
-                .filter_map(|k| w.map.get(k).map(|e| (k.clone(), *e)))
-                .collect()
-        };
-        let mut text = String::with_capacity(window.len() * 32);
+        let window = lock(&self.shared.keys).entries();
+        let mut text = String::with_capacity(window.len() * 48);
         for (k, e) in &window {
-            text.push_str(k);
-            text.push(' ');
-            text.push_str(&e.to_string());
-            text.push('\n');
+            text.push_str(&key_line(k, e.events, e.loc));
         }
         let _ = self.keys_file.flush();
         let result = write_atomic(&self.keys_path, text.as_bytes(), true)
@@ -1106,6 +1802,7 @@ impl Writer {
                 self.keys_file = BufWriter::new(f);
                 self.key_lines = window.len();
                 self.keys_dirty = false;
+                self.keys_rewrite = false;
             }
             Err(e) => tracing::warn!(error = %e, "spool: cannot compact keys.log"),
         }
