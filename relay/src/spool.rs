@@ -1306,10 +1306,10 @@ impl SpoolReader {
             offset: self.pos.offset,
             reason: "segment ends before its durable end".into(),
         };
-        if self.last_damage.take() == Some((self.pos, limit)) {
+        let here = (self.pos, limit);
+        if self.last_damage.take() == Some(here) {
             return Err(unreadable());
         }
-        self.last_damage = Some((self.pos, limit));
         let (reply, rx) = oneshot::channel();
         self.acker
             .tx
@@ -1320,6 +1320,9 @@ impl SpoolReader {
             })
             .map_err(|_| SpoolError::Closed)?;
         if rx.await.map_err(|_| SpoolError::Closed)? {
+            // Recorded only once settled: a `next()` cancelled while waiting (outputs poll it
+            // in a select) asks again without tripping the guard.
+            self.last_damage = Some(here);
             Ok(())
         } else {
             // The file looks whole to the writer yet could not be read: an error to retry.
@@ -1836,6 +1839,87 @@ mod tests {
             .unwrap()
     }
 
+    fn open_m(s: &SpoolSettings, outs: &[&str]) -> (Spool, Arc<Metrics>) {
+        let names: Vec<String> = outs.iter().map(|s| s.to_string()).collect();
+        let metrics = Arc::new(Metrics::new(&names));
+        (Spool::open(s, &names, metrics.clone()).unwrap(), metrics)
+    }
+
+    /// The records of a segment file as written: (offset, key, size on disk).
+    fn records(path: &Path) -> Vec<(u64, String, u64)> {
+        let data = std::fs::read(path).unwrap();
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + HEADER <= data.len() {
+            assert_eq!(&data[off..off + 4], MAGIC, "{} at {off}", path.display());
+            let len = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap()) as usize;
+            let klen = data[off + HEADER] as usize;
+            let key = String::from_utf8(data[off + HEADER + 1..off + HEADER + 1 + klen].to_vec());
+            out.push((off as u64, key.unwrap(), (HEADER + len) as u64));
+            off += HEADER + len;
+        }
+        out
+    }
+
+    /// Overwrites bytes in place (the file keeps its inode, as a bit rot would).
+    fn poke(path: &Path, offset: u64, bytes: &[u8]) {
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(bytes, offset).unwrap();
+    }
+
+    /// Flips every bit of one byte.
+    fn flip(path: &Path, offset: u64) {
+        let data = std::fs::read(path).unwrap();
+        poke(path, offset, &[data[offset as usize] ^ 0xff]);
+    }
+
+    /// Appends `keys` one by one (one record each), with a 40-byte body.
+    async fn fill(spool: &Spool, keys: &[String]) {
+        for k in keys {
+            assert_eq!(
+                spool
+                    .append(k, 1, Bytes::from(vec![b'x'; 40]))
+                    .await
+                    .unwrap(),
+                Appended::Stored
+            );
+        }
+    }
+
+    fn keys(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    /// Reads batches until `n` arrived; their keys.
+    async fn read_keys(r: &mut SpoolReader, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(next(r).await.key);
+        }
+        out
+    }
+
+    /// Nothing more to read now (whatever is durable was read).
+    async fn assert_idle(r: &mut SpoolReader) {
+        let more = tokio::time::timeout(Duration::from_millis(200), r.next()).await;
+        assert!(more.is_err(), "unexpected batch: {more:?}");
+    }
+
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn without(all: &[String], gone: &[&str]) -> Vec<String> {
+        all.iter()
+            .filter(|k| !gone.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
     #[tokio::test]
     async fn append_read_ack_and_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -1905,6 +1989,8 @@ mod tests {
         let spool = Spool::open(&s, &names, metrics.clone()).unwrap();
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
         assert_eq!(metrics.spool_corrupt_records.get(), 1);
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1);
+        assert_eq!(metrics.spool_skipped_bytes.get(), HEADER as u64 + 2);
         let mut r = spool.reader("a");
         assert_eq!(next(&mut r).await.key, "k1");
         assert_eq!(spool.lookup("k2"), None);
@@ -1964,8 +2050,8 @@ mod tests {
         for _ in 0..stored {
             last = next(&mut ra).await.end;
         }
+        // The writer takes commands in order: this append sees the ack.
         ra.acker().ack(last);
-        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(matches!(
             spool.append("more", 1, body.clone()).await,
             Err(AppendError::Full { .. })
@@ -2041,5 +2127,362 @@ mod tests {
         }
         assert_eq!(waiter.await.unwrap(), vec!["k0", "k1", "k2", "k3", "k4"]);
         spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_record_in_the_middle_of_the_last_segment_keeps_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 1 << 16);
+        let spool = open(&s, &["a"]);
+        let all = keys("k", 10);
+        fill(&spool, &all).await;
+        spool.shutdown().await;
+        let seg = segment_path(dir.path(), 1);
+        let recs = records(&seg);
+        assert_eq!(recs.len(), 10);
+        let (off, key, size) = recs[4].clone();
+        assert_eq!(key, "k4");
+        flip(&seg, off + size - 1);
+        let len = std::fs::metadata(&seg).unwrap().len();
+
+        let (spool, metrics) = open_m(&s, &["a"]);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "nothing cut");
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1);
+        assert_eq!(metrics.spool_skipped_bytes.get(), size);
+        assert_eq!(metrics.spool_keys_forgotten.get(), 1);
+        assert_eq!(
+            spool.lookup("k4"),
+            None,
+            "the damaged batch's key is forgotten"
+        );
+        for k in without(&all, &["k4"]) {
+            assert_eq!(spool.lookup(&k), Some(1), "{k}");
+        }
+        let mut r = spool.reader("a");
+        let got = read_keys(&mut r, 9).await;
+        assert_eq!(got, without(&all, &["k4"]));
+        assert_idle(&mut r).await;
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1, "counted once");
+
+        // Everything delivered: segment 1 goes, and k4 stays forgotten across a restart.
+        r.acker().ack(r.position());
+        wait_for("segment 1 deleted", || !seg.exists()).await;
+        spool.shutdown().await;
+        drop(r);
+        let spool = open(&s, &["a"]);
+        assert_eq!(spool.lookup("k4"), None);
+        assert_eq!(spool.lookup("k3"), Some(1));
+        // A resend is stored again and delivered.
+        assert_eq!(
+            spool
+                .append("k4", 1, Bytes::from_static(b"again"))
+                .await
+                .unwrap(),
+            Appended::Stored
+        );
+        let mut r = spool.reader("a");
+        let b = next(&mut r).await;
+        assert_eq!((b.key.as_str(), &b.body[..]), ("k4", &b"again"[..]));
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn corrupt_last_record_is_cut_and_its_key_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 1 << 16);
+        let spool = open(&s, &["a"]);
+        fill(&spool, &keys("t", 3)).await;
+        spool.shutdown().await;
+        let seg = segment_path(dir.path(), 1);
+        let (off, _, _) = records(&seg)[2].clone();
+        flip(&seg, off + HEADER as u64 + 5);
+        let (spool, metrics) = open_m(&s, &["a"]);
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            off,
+            "the tail is cut"
+        );
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1);
+        assert_eq!(spool.lookup("t2"), None);
+        assert_eq!(spool.lookup("t1"), Some(1));
+        let mut r = spool.reader("a");
+        assert_eq!(read_keys(&mut r, 2).await, ["t0", "t1"]);
+        assert_idle(&mut r).await;
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_record_in_a_sealed_segment_is_skipped_and_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 200);
+        let spool = open(&s, &["a", "b"]);
+        let all = keys("s", 12);
+        fill(&spool, &all).await;
+        spool.shutdown().await;
+        let seg = segment_path(dir.path(), 1);
+        let recs = records(&seg);
+        assert!(recs.len() >= 3, "{recs:?}");
+        assert!(segment_path(dir.path(), 2).exists());
+        let (off, bad, _) = recs[1].clone();
+        flip(&seg, off + HEADER as u64 + 20);
+
+        let (spool, metrics) = open_m(&s, &["a", "b"]);
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1);
+        assert_eq!(spool.lookup(&bad), None);
+        let want = without(&all, &[bad.as_str()]);
+        for name in ["a", "b"] {
+            let mut r = spool.reader(name);
+            assert_eq!(read_keys(&mut r, 11).await, want, "output {name}");
+            assert_idle(&mut r).await;
+        }
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1, "counted once");
+        assert_eq!(metrics.spool_corrupt_records.get(), 1);
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_record_found_at_run_time_is_counted_once_and_its_key_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 200);
+        let (spool, metrics) = open_m(&s, &["a", "b"]);
+        let all = keys("r", 12);
+        fill(&spool, &all).await;
+        let seg = segment_path(dir.path(), 2);
+        let (off, bad, _) = records(&seg)[1].clone();
+        flip(&seg, off + HEADER as u64 + 20);
+        let want = without(&all, &[bad.as_str()]);
+        let mut ra = spool.reader("a");
+        let mut rb = spool.reader("b");
+        assert_eq!(read_keys(&mut ra, 11).await, want);
+        assert_eq!(read_keys(&mut rb, 11).await, want);
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1, "counted once");
+        assert_eq!(spool.lookup(&bad), None);
+        assert_eq!(metrics.spool_keys_forgotten.get(), 1);
+        assert_eq!(
+            spool
+                .append(&bad, 1, Bytes::from_static(b"again"))
+                .await
+                .unwrap(),
+            Appended::Stored
+        );
+        assert_eq!(next(&mut ra).await.key, bad);
+        spool.shutdown().await;
+        drop((ra, rb));
+        // keys.log was rewritten: the new record's location, not the damaged one's.
+        let log = std::fs::read_to_string(dir.path().join("keys.log")).unwrap();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("{bad} ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(!lines[0].ends_with(&format!(" 2 {off}")), "{log}");
+    }
+
+    #[tokio::test]
+    async fn huge_length_field_is_bounded_by_the_bytes_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 1 << 16);
+        let spool = open(&s, &["a"]);
+        let all = keys("h", 6);
+        fill(&spool, &all).await;
+        spool.shutdown().await;
+        let seg = segment_path(dir.path(), 1);
+        let recs = records(&seg);
+        // One length within what a record may claim but past the segment's end, one beyond
+        // any record.
+        poke(&seg, recs[1].0 + 4, &0x7fff_fff0u32.to_le_bytes());
+        poke(&seg, recs[3].0 + 4, &u32::MAX.to_le_bytes());
+        let (spool, metrics) = open_m(&s, &["a"]);
+        assert_eq!(metrics.spool_skipped_ranges.get(), 2);
+        assert_eq!(metrics.spool_skipped_bytes.get(), recs[1].2 + recs[3].2);
+        let mut r = spool.reader("a");
+        assert_eq!(read_keys(&mut r, 4).await, ["h0", "h2", "h4", "h5"]);
+
+        // And at run time, in the segment being written.
+        fill(&spool, &keys("n", 3)).await;
+        let seg2 = segment_path(dir.path(), 2);
+        let recs2 = records(&seg2);
+        poke(&seg2, recs2[0].0 + 4, &0x7fff_fff0u32.to_le_bytes());
+        assert_eq!(read_keys(&mut r, 2).await, ["n1", "n2"]);
+        assert_eq!(metrics.spool_skipped_ranges.get(), 3);
+        assert_eq!(spool.lookup("n0"), None);
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn sealed_segment_deleted_at_run_time_is_reported_and_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 200);
+        let (spool, metrics) = open_m(&s, &["a"]);
+        let all = keys("d", 12);
+        fill(&spool, &all).await;
+        let mut r = spool.reader("a");
+        assert_eq!(next(&mut r).await.key, "d0");
+        let seg2 = segment_path(dir.path(), 2);
+        let lost: Vec<String> = records(&seg2).into_iter().map(|r| r.1).collect();
+        assert!(!lost.is_empty());
+        let used = spool.used_bytes();
+        std::fs::remove_file(&seg2).unwrap();
+        let lost_refs: Vec<&str> = lost.iter().map(String::as_str).collect();
+        let want = without(&all[1..], &lost_refs);
+        assert_eq!(read_keys(&mut r, want.len()).await, want);
+        assert_idle(&mut r).await;
+        assert_eq!(metrics.spool_lost_segments.get(), 1);
+        assert_eq!(metrics.spool_keys_forgotten.get(), lost.len() as u64);
+        assert!(spool.used_bytes() < used);
+        for k in &lost {
+            assert_eq!(spool.lookup(k), None, "{k}");
+        }
+        assert_eq!(spool.lookup("d0"), Some(1));
+        assert_eq!(
+            spool
+                .append(&lost[0], 1, Bytes::from_static(b"again"))
+                .await
+                .unwrap(),
+            Appended::Stored
+        );
+        assert_eq!(next(&mut r).await.key, lost[0]);
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn active_segment_deleted_moves_the_writer_to_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 1 << 16);
+        let (spool, metrics) = open_m(&s, &["a", "b"]);
+        fill(&spool, &keys("w", 2)).await;
+        // A reader meets the vanished active segment while the writer is idle.
+        std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+        let mut ra = spool.reader("a");
+        let waiting = tokio::spawn(async move {
+            let b = next(&mut ra).await;
+            (b.key, b.start)
+        });
+        wait_for("the loss is settled", || {
+            metrics.spool_lost_segments.get() == 1
+        })
+        .await;
+        assert_eq!(spool.lookup("w0"), None);
+        fill(&spool, &keys("x", 1)).await;
+        assert_eq!(
+            waiting.await.unwrap(),
+            (
+                "x0".to_string(),
+                Position {
+                    segment: 2,
+                    offset: 0
+                }
+            )
+        );
+        // The writer itself notices its active file gone before the next group.
+        std::fs::remove_file(segment_path(dir.path(), 2)).unwrap();
+        fill(&spool, &keys("y", 1)).await;
+        assert_eq!(metrics.spool_lost_segments.get(), 2);
+        assert_eq!(spool.lookup("x0"), None);
+        assert_eq!(spool.lookup("y0"), Some(1));
+        assert!(segment_path(dir.path(), 3).exists());
+        let mut rb = spool.reader("b");
+        assert_eq!(next(&mut rb).await.key, "y0");
+        assert_eq!(metrics.spool_lost_segments.get(), 2, "counted once");
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn segment_truncated_at_run_time_loses_only_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 200);
+        let (spool, metrics) = open_m(&s, &["a"]);
+        let all = keys("t", 12);
+        fill(&spool, &all).await;
+        let seg = segment_path(dir.path(), 1);
+        let recs = records(&seg);
+        assert!(recs.len() >= 4, "{recs:?}");
+        // Cut in the middle of the third record: it and the fourth are lost.
+        let cut = recs[2].0 + 10;
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let lost: Vec<&str> = recs[2..].iter().map(|r| r.1.as_str()).collect();
+        let want = without(&all, &lost);
+        let mut r = spool.reader("a");
+        assert_eq!(read_keys(&mut r, want.len()).await, want);
+        assert_idle(&mut r).await;
+        assert_eq!(metrics.spool_lost_segments.get(), 1);
+        for k in &lost {
+            assert_eq!(spool.lookup(k), None, "{k}");
+        }
+        assert_eq!(spool.lookup(&recs[1].1), Some(1));
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn keys_log_old_format_still_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 1 << 16);
+        std::fs::write(dir.path().join("cursor-a"), "5 0\n").unwrap();
+        std::fs::write(
+            dir.path().join("keys.log"),
+            "old-1 5\nold-2 7\ndelivered 4 3 100\nlost 2 7 0\nnot a line\nbad key! 1\n",
+        )
+        .unwrap();
+        let (spool, metrics) = open_m(&s, &["a"]);
+        assert_eq!(spool.lookup("old-1"), Some(5));
+        assert_eq!(spool.lookup("old-2"), Some(7));
+        // Located before every cursor: delivered, still a duplicate.
+        assert_eq!(spool.lookup("delivered"), Some(4));
+        // Located after a cursor, with no record there: forgotten.
+        assert_eq!(spool.lookup("lost"), None);
+        assert_eq!(metrics.spool_keys_forgotten.get(), 1);
+        assert_eq!(
+            spool
+                .append("old-1", 9, Bytes::from_static(b"x"))
+                .await
+                .unwrap(),
+            Appended::Duplicate { events: 5 }
+        );
+        spool
+            .append("new-1", 3, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        spool.shutdown().await;
+        let log = std::fs::read_to_string(dir.path().join("keys.log")).unwrap();
+        assert!(log.lines().any(|l| l == "old-1 5"), "{log}");
+        assert!(log.lines().any(|l| l == "new-1 3 6 0"), "{log}");
+        assert!(!log.contains("lost"), "{log}");
+    }
+
+    #[test]
+    fn key_window_forgets_and_stays_bounded() {
+        let mut w = KeyWindow::new(3);
+        let at = |o| {
+            Some(Position {
+                segment: 1,
+                offset: o,
+            })
+        };
+        for (i, k) in ["a", "b", "c"].iter().enumerate() {
+            w.insert(k.to_string(), 1, at(i as u64));
+        }
+        let gone = w.forget(|l| l.offset == 1);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "b");
+        w.insert("b".into(), 2, at(10));
+        w.insert("d".into(), 1, at(11));
+        // "a" is the oldest live key; the stale slot of the first "b" is not.
+        assert_eq!(w.get("a"), None);
+        assert_eq!(w.get("b"), Some(2));
+        assert_eq!((w.get("c"), w.get("d")), (Some(1), Some(1)));
+        let order: Vec<String> = w.entries().into_iter().map(|e| e.0).collect();
+        assert_eq!(order, ["c", "b", "d"]);
+        for i in 0..1000 {
+            w.insert(format!("k{i}"), 1, at(100 + i));
+            w.forget(|l| l.offset >= 100);
+        }
+        // The first insert evicted "c"; the stale slots of forgotten keys do not pile up.
+        assert_eq!((w.get("b"), w.get("d"), w.map.len()), (Some(2), Some(1), 2));
+        assert!(w.order.len() <= 2 * 3 + 64 + 1, "{}", w.order.len());
     }
 }
