@@ -256,3 +256,34 @@ pub fn http_get(address: &str, path: &str) -> (u16, String) {
         .to_string();
     (status, body)
 }
+
+/// The value of metric `series` (`name` or `name{labels}`, exactly as exposed) in a
+/// /metrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `GET /metrics` until `series` satisfies `ok` (metrics are bumped after the effect a
+/// test sees, e.g. stdout lines before `events_delivered_total`); returns the text. Panics
+/// with the last text after `timeout`.
+pub fn wait_metric(
+    address: &str,
+    series: &str,
+    ok: impl Fn(i64) -> bool,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, text) = http_get(address, "/metrics");
+        if metric_value(&text, series).is_some_and(&ok) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached the expected value:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
