@@ -56,9 +56,23 @@ async fn stdout_lines_are_exact_and_keys_idempotent() {
         .unwrap();
     assert!(!c.duplicate);
     let lines = relay.wait_lines(4, Duration::from_secs(10));
+    // The spool delivers in order: had the duplicate been stored, its lines would have come
+    // before this one.
     assert_devo_line(&lines[3], "14", "testhost", "my.app.test", "second");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(relay.lines.lock().unwrap().len(), 4);
+    let m = wait_metric(
+        &relay.address,
+        "sluice_relay_events_delivered_total{output=\"stdout\"}",
+        |v| v >= 4,
+        Duration::from_secs(10),
+    );
+    assert!(
+        m.contains("sluice_relay_events_delivered_total{output=\"stdout\"} 4\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_relay_batches_duplicate_total 1\n"),
+        "{m}"
+    );
     assert!(relay.terminate().success());
 }
 
@@ -83,11 +97,15 @@ async fn keys_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!((c.events, c.duplicate), (1, true));
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        relay.lines.lock().unwrap().is_empty(),
-        "nothing printed twice"
-    );
+    // A new batch after it: the spool delivers in order, so had the duplicate been stored,
+    // its line would come first.
+    relay
+        .client(None)
+        .send("p-8", &batch(&[("my.app.x", "after")]))
+        .await
+        .unwrap();
+    let lines = relay.wait_lines(1, Duration::from_secs(10));
+    assert_devo_line(&lines[0], "14", "testhost", "my.app.x", "after");
     assert!(relay.terminate().success());
 }
 
@@ -219,14 +237,21 @@ async fn health_ready_metrics() {
         .await
         .unwrap();
     relay.wait_lines(2, Duration::from_secs(10));
-    let (s, m) = http_get(&relay.address, "/metrics");
-    assert_eq!(s, 200);
+    // The output counts a batch after it wrote and flushed its lines: the lines can be seen
+    // before the counter moves, so wait for it.
+    let m = wait_metric(
+        &relay.address,
+        "sluice_relay_events_delivered_total{output=\"stdout\"}",
+        |v| v >= 2,
+        Duration::from_secs(10),
+    );
     assert!(m.contains("sluice_relay_batches_accepted_total 1\n"), "{m}");
     assert!(m.contains("sluice_relay_events_accepted_total 2\n"), "{m}");
     assert!(
         m.contains("sluice_relay_events_delivered_total{output=\"stdout\"} 2\n"),
         "{m}"
     );
+    assert_eq!(http_get(&relay.address, "/metrics").0, 200);
     assert!(m.contains("# TYPE sluice_relay_spool_bytes gauge"), "{m}");
     assert_eq!(http_get(&relay.address, "/nope").0, 404);
     assert!(relay.terminate().success());

@@ -91,15 +91,18 @@ async fn receiver_down_then_back_every_batch_arrives_memory_bounded() {
         rss_after - rss_before,
         spool_bytes / 1024
     );
+    // The worker is backing off between connection attempts (the gauge drops to 0 while it
+    // tries again, so wait for a moment when it backs off).
+    wait_metric(
+        &relay.address,
+        "sluice_relay_output_retrying{output=\"inhouse\"}",
+        |v| v == 1,
+        Duration::from_secs(10),
+    );
     assert!(relay
         .stderr_text()
         .contains(&format!("connect to 127.0.0.1:{port}")));
-    assert!(
-        metrics.contains("sluice_relay_output_retrying{output=\"inhouse\"} 1"),
-        "{metrics}"
-    );
 
-    std::thread::sleep(Duration::from_millis(500));
     let receiver = Receiver::start(&format!("127.0.0.1:{port}"), None);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -201,7 +204,15 @@ async fn full_spool_pushes_back_and_nothing_is_lost() {
             refusals
         })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The producer is refused at least once before the receiver comes back (the first
+    // refusal above counted one).
+    let series = "sluice_relay_batches_refused_total{reason=\"spool_full\"}";
+    let address = relay.address.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_metric(&address, series, |v| v >= 2, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
     let receiver = Receiver::start(&format!("127.0.0.1:{port}"), None);
     let refusals = producer.await.unwrap();
     assert!(refusals >= 1);
