@@ -1091,6 +1091,8 @@ fn read_record_at(c: &mut Cached, pos: u64, end: u64) -> std::io::Result<Found> 
         Err(reason) => return Ok(Found::Bad(reason)),
     };
     // `len` is bounded by the bytes before `end`: a flipped length bit cannot allocate more.
+    // Read into the batch's own buffer, exactly sized and not zeroed first (the body is a
+    // slice of it below, not a copy).
     let mut payload = Vec::with_capacity(len as usize);
     let got = (&c.file).take(len).read_to_end(&mut payload);
     let got = match got {
