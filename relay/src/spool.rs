@@ -743,6 +743,37 @@ fn read_cursor(path: &Path) -> Option<Position> {
     })
 }
 
+/// Creates the spool directory if needed and locks it (flock): two relays never share it.
+fn take_lock(dir: &Path) -> Result<File, SpoolError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let lock_path = dir.join("lock");
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    // SAFETY: flock on a descriptor we own; the file stays open for the writer's life.
+    if unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(SpoolError::Locked {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(lock_file)
+}
+
+/// Creates segment `id` for appending, durably (directory synced).
+fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
 fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<(), SpoolError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -817,30 +848,20 @@ impl Spool {
         metrics: Arc<Metrics>,
     ) -> Result<Spool, SpoolError> {
         let dir = settings.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let lock_path = dir.join("lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        // SAFETY: flock on a descriptor we own; the file stays open for the writer's life.
-        if unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(SpoolError::Locked { path: dir });
-        }
-
+        let lock_file = take_lock(&dir)?;
         let recovered = recover(&dir, &metrics)?;
         let mut segments = recovered.segments;
         let first = segments.keys().next().copied().unwrap_or(0);
-        let mut cursors = HashMap::new();
-        for name in outputs {
-            let pos = read_cursor(&cursor_path(&dir, name)).unwrap_or(Position {
-                segment: first,
-                offset: 0,
-            });
-            cursors.insert(name.clone(), pos);
-        }
+        let cursors: HashMap<String, Position> = outputs
+            .iter()
+            .map(|name| {
+                let pos = read_cursor(&cursor_path(&dir, name)).unwrap_or(Position {
+                    segment: first,
+                    offset: 0,
+                });
+                (name.clone(), pos)
+            })
+            .collect();
         let min_cursor = cursors.values().min().copied().unwrap_or_default();
         report_missing_segments(&segments, min_cursor, &metrics);
 
@@ -866,13 +887,7 @@ impl Spool {
             .max()
             .unwrap_or(0)
             + 1;
-        let active_path = segment_path(&dir, active);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&active_path)
-            .map_err(io_err(&active_path))?;
-        sync_dir(&dir)?;
+        let file = create_segment(&dir, active)?;
         segments.insert(active, 0);
         let used: u64 = segments.values().sum();
         metrics.spool_bytes.set(used as i64);
@@ -1685,14 +1700,7 @@ impl Writer {
         let old = segment_path(&dir, self.active);
         self.file.sync_data().map_err(io_err(&old))?;
         let next = self.active + 1;
-        let path = segment_path(&dir, next);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        sync_dir(&dir)?;
-        self.file = file;
+        self.file = create_segment(&dir, next)?;
         self.active = next;
         self.active_size = 0;
         let count = {
