@@ -1437,7 +1437,14 @@ impl Writer {
     }
 
     fn commit_group(&mut self, appends: Vec<(String, u64, Bytes, Reply)>) {
-        self.check_active();
+        if !self.check_active() {
+            // Never answer 200 for bytes that would land where no reader can find them.
+            let e = format!("active segment {} lost and no new one", self.active);
+            for (_, _, _, reply) in appends {
+                let _ = reply.send(Err(AppendError::Io(e.clone())));
+            }
+            return;
+        }
         if self.active_size >= self.shared.settings.segment_bytes {
             if let Err(e) = self.roll() {
                 tracing::error!(error = %e, "spool: cannot start a new segment");
@@ -1556,11 +1563,15 @@ impl Writer {
     /// Before a group is written: is the active segment still the file on disk, with the size
     /// written? One fstat. When it was deleted or its size changed under us, the loss is
     /// settled and appends move to a new segment (offsets in the old one are no longer ours).
-    fn check_active(&mut self) {
+    /// False when appends cannot go on (no new segment could be made).
+    fn check_active(&mut self) -> bool {
         let Ok(meta) = self.file.metadata() else {
-            return;
+            return true;
         };
         let id = self.active;
+        if meta.nlink() > 0 && meta.len() == self.active_size {
+            return true;
+        }
         if meta.nlink() == 0 {
             self.segment_lost(id);
         } else if meta.len() < self.active_size {
@@ -1577,6 +1588,11 @@ impl Writer {
                 tracing::error!(error = %e, "spool: cannot start a new segment");
             }
         }
+        self.active != id
+            || self
+                .file
+                .metadata()
+                .is_ok_and(|m| m.nlink() > 0 && m.len() == self.active_size)
     }
 
     /// A reader found segment `id` missing or shorter than `seen`: settles it. True when the
