@@ -1,7 +1,7 @@
 //! Spool speed on its own: appends batches (16 concurrent producers, group commit), then
 //! three times reopens the spool (start-up verification of every record) and reads every batch
 //! back through an output's reader (the delivery hot path). Prints ms, MB/s and µs per batch.
-//! Both runs read from the page cache.
+//! Every read hits the page cache (the data was just written); compare runs on the same machine.
 //!
 //! Run: `cargo run --release -p sluice-relay --example spool_read`
 //! Knobs (environment): BODY (bytes per batch, default 2000), TOTAL (bytes, default 512 MiB),
