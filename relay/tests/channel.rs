@@ -219,7 +219,17 @@ async fn health_ready_metrics() {
         .await
         .unwrap();
     relay.wait_lines(2, Duration::from_secs(10));
-    let (s, m) = http_get(&relay.address, "/metrics");
+    // Counted right after the flush that printed the lines: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (s, m) = loop {
+        let (s, m) = http_get(&relay.address, "/metrics");
+        if m.contains("sluice_relay_events_delivered_total{output=\"stdout\"} 2\n")
+            || std::time::Instant::now() > deadline
+        {
+            break (s, m);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(s, 200);
     assert!(m.contains("sluice_relay_batches_accepted_total 1\n"), "{m}");
     assert!(m.contains("sluice_relay_events_accepted_total 2\n"), "{m}");

@@ -212,7 +212,7 @@ async fn watch_peer(
 }
 
 /// The confirmation-failure reason of a read error.
-fn classify(e: &std::io::Error) -> ConfirmFailure {
+pub(super) fn classify(e: &std::io::Error) -> ConfirmFailure {
     if rustls_error(e).is_some() || e.kind() == std::io::ErrorKind::UnexpectedEof {
         return ConfirmFailure::Tls;
     }

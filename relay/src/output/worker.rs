@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::confirm::{self, Unconfirmed};
-use super::net::{NetSink, PeerEnd};
+use super::net::{classify, NetSink, PeerEnd};
 use super::{Backoff, Job, OutputError, Sent, Sink, Worker, Written};
 use crate::config::OutputSettings;
 use crate::metrics::{ConfirmFailure, OutputMetrics, Phase};
@@ -229,6 +229,7 @@ impl Work {
                     m.error(e.phase());
                     let (why, reason) = match &e {
                         OutputError::Peer { why, reason, .. } => (*why, reason.clone()),
+                        OutputError::Write { source, .. } => (classify(source), e.to_string()),
                         other => (ConfirmFailure::Write, other.to_string()),
                     };
                     self.fail_conn(why, &reason);
