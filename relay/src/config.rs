@@ -910,7 +910,10 @@ mod tests {
     #[test]
     fn confirm_keys_are_checked() {
         let base = "[spool]\ndir = \"/x\"\n[[outputs]]\ntype = \"relay\"\naddress = \"h\"\n";
-        let s = parse(&format!("{base}confirm_bytes = 1000\nconfirm_interval_ms = 50\n")).unwrap();
+        let s = parse(&format!(
+            "{base}confirm_bytes = 1000\nconfirm_interval_ms = 50\n"
+        ))
+        .unwrap();
         match &s.outputs[0].kind {
             OutputKind::Net(n) => {
                 assert_eq!(n.confirm_bytes, 1000);
@@ -918,9 +921,13 @@ mod tests {
             }
             k => panic!("{k:?}"),
         }
-        let e = parse(&format!("{base}confirm_bytes = 0\n")).unwrap_err().to_string();
+        let e = parse(&format!("{base}confirm_bytes = 0\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outputs[0].confirm_bytes"), "{e}");
-        let e = parse(&format!("{base}confirm_interval_ms = 0\n")).unwrap_err().to_string();
+        let e = parse(&format!("{base}confirm_interval_ms = 0\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outputs[0].confirm_interval_ms"), "{e}");
         let e = parse("[spool]\ndir = \"/x\"\n[[outputs]]\ntype = \"stdout\"\nconfirm_bytes = 5\n")
             .unwrap_err()

@@ -41,7 +41,10 @@ async fn send_numbered(relay: &Relay, test: &str) -> HashSet<String> {
         let msgs: Vec<String> = (0..PER_BATCH)
             .map(|i| format!("{key}-{i} {}", "p".repeat(60)))
             .collect();
-        let events: Vec<(&str, &str)> = msgs.iter().map(|m| ("my.app.confirm", m.as_str())).collect();
+        let events: Vec<(&str, &str)> = msgs
+            .iter()
+            .map(|m| ("my.app.confirm", m.as_str()))
+            .collect();
         client.send(&key, &batch(&events)).await.unwrap();
         want.extend((0..PER_BATCH).map(|i| format!("{key}-{i}")));
     }
@@ -53,10 +56,7 @@ fn counts(receiver: &Receiver) -> HashMap<String, usize> {
     let mut c = HashMap::new();
     for l in receiver.lines() {
         let text = String::from_utf8_lossy(&l);
-        if let Some(id) = text
-            .split_once(": ")
-            .and_then(|(_, m)| m.split(' ').next())
-        {
+        if let Some(id) = text.split_once(": ").and_then(|(_, m)| m.split(' ').next()) {
             *c.entry(id.to_string()).or_insert(0) += 1;
         }
     }
@@ -276,7 +276,10 @@ async fn late_refusal_of_the_client_certificate_is_named_and_loses_nothing() {
     for b in 0..4 {
         let key = format!("late-{b}");
         let msgs: Vec<String> = (0..500).map(|i| format!("{key}-{i} x")).collect();
-        let events: Vec<(&str, &str)> = msgs.iter().map(|m| ("my.app.confirm", m.as_str())).collect();
+        let events: Vec<(&str, &str)> = msgs
+            .iter()
+            .map(|m| ("my.app.confirm", m.as_str()))
+            .collect();
         client.send(&key, &batch(&events)).await.unwrap();
         want.extend((0..500).map(|i| format!("{key}-{i}")));
     }
@@ -292,7 +295,10 @@ async fn late_refusal_of_the_client_certificate_is_named_and_loses_nothing() {
         relay.stderr_text().contains("writes not confirmed (tls)")
     });
     assert_eq!(
-        metric(&relay, "sluice_relay_events_delivered_total{output=\"devo\"}"),
+        metric(
+            &relay,
+            "sluice_relay_events_delivered_total{output=\"devo\"}"
+        ),
         0
     );
     drop(refusing.stop());
@@ -308,8 +314,47 @@ async fn late_refusal_of_the_client_certificate_is_named_and_loses_nothing() {
     );
     wait_all(&receiver, &want, "late-refusal");
     wait_until("every event confirmed", || {
-        metric(&relay, "sluice_relay_events_delivered_total{output=\"devo\"}") >= want.len() as u64
+        metric(
+            &relay,
+            "sluice_relay_events_delivered_total{output=\"devo\"}",
+        ) >= want.len() as u64
     });
     eprintln!("late-refusal: refusal logged {after:?} after the first batch");
+    assert!(relay.terminate().success());
+}
+
+#[tokio::test]
+async fn connections_rotate_by_bytes_and_every_batch_is_confirmed_once() {
+    let (_d, dir) = tmp();
+    let receiver = Receiver::start("127.0.0.1:0", None);
+    let output = format!(
+        "{}confirm_bytes = 30000\nconfirm_interval_ms = 1000\n",
+        relay_output(receiver.port())
+    );
+    let relay = start(&dir, &spool_config(&dir.join("spool"), "", &output));
+    let want = send_numbered(&relay, "rotate").await;
+    let dups = wait_all(&receiver, &want, "rotate");
+    assert_eq!(dups, 0);
+    // Each connection carries about 30 kB (three batches), confirmed by its close; the last
+    // one is closed when its oldest write is a second old.
+    wait_until("every event confirmed", || {
+        metric(
+            &relay,
+            "sluice_relay_events_delivered_total{output=\"inhouse\"}",
+        ) >= want.len() as u64
+    });
+    let confirmed = metric(
+        &relay,
+        "sluice_relay_output_connections_confirmed_total{output=\"inhouse\"}",
+    );
+    assert!(confirmed >= 10, "{confirmed} connections confirmed");
+    assert_eq!(
+        metric(
+            &relay,
+            "sluice_relay_output_unconfirmed_batches{output=\"inhouse\"}"
+        ),
+        0
+    );
+    assert!(receiver.seen.clean_closes.load(Ordering::Relaxed) >= 10);
     assert!(relay.terminate().success());
 }

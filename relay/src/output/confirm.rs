@@ -217,7 +217,10 @@ mod tests {
         s.before_batch().await.unwrap();
         s.write_all(b"0123456789").await.unwrap();
         let mut conn = s.conn.take().unwrap();
-        assert!(matches!(conn.wait_peer_end().await, PeerEnd::Eof { after_ours: false }));
+        assert!(matches!(
+            conn.wait_peer_end().await,
+            PeerEnd::Eof { after_ours: false }
+        ));
         let e = close(conn, Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(e.why, ConfirmFailure::PeerClosed, "{e:?}");
         drop(tx);

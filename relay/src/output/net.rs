@@ -142,7 +142,9 @@ impl Conn {
         self.last_used = Instant::now();
         match r {
             Err(_) => Err(OutputError::WriteTimeout { dest, after }),
-            Ok(Err(source)) => Err(self.peer_error().unwrap_or(OutputError::Write { dest, source })),
+            Ok(Err(source)) => Err(self
+                .peer_error()
+                .unwrap_or(OutputError::Write { dest, source })),
             Ok(Ok(())) => Ok(()),
         }
     }
@@ -159,7 +161,9 @@ impl Conn {
         self.last_used = Instant::now();
         match r {
             Err(_) => Err(OutputError::WriteTimeout { dest, after }),
-            Ok(Err(source)) => Err(self.peer_error().unwrap_or(OutputError::Write { dest, source })),
+            Ok(Err(source)) => Err(self
+                .peer_error()
+                .unwrap_or(OutputError::Write { dest, source })),
             Ok(Ok(())) => Ok(()),
         }
     }
@@ -224,13 +228,24 @@ pub(super) fn classify(e: &std::io::Error) -> ConfirmFailure {
     }
 }
 
+/// Opens connections of one output (cheap to clone, so a spare can be opened in a task).
+#[derive(Clone)]
+struct Dialer {
+    output: String,
+    settings: Arc<NetSettings>,
+    tls: Option<TlsClient>,
+    metrics: Arc<Metrics>,
+}
+
 /// One pooled connection slot of a network output.
 pub struct NetSink {
     output: String,
     pub(super) settings: Arc<NetSettings>,
-    tls: Option<TlsClient>,
-    metrics: Arc<Metrics>,
+    dialer: Dialer,
     pub conn: Option<Conn>,
+    /// The next connection, opened in the background while the current one nears rotation,
+    /// so a rotation does not wait for a connect and a handshake.
+    spare: Option<JoinHandle<Result<Conn, OutputError>>>,
     /// A connection of this slot was confirmed since the last failure: the peer accepts our
     /// client certificate, so the settle wait is skipped.
     pub trusted: bool,
@@ -244,11 +259,16 @@ impl NetSink {
         metrics: Arc<Metrics>,
     ) -> Self {
         NetSink {
-            output,
-            settings,
-            tls,
-            metrics,
+            output: output.clone(),
+            settings: settings.clone(),
+            dialer: Dialer {
+                output,
+                settings,
+                tls,
+                metrics,
+            },
             conn: None,
+            spare: None,
             trusted: false,
         }
     }
@@ -285,7 +305,8 @@ impl NetSink {
     /// When the oldest unconfirmed write of the current connection reaches `confirm_interval`.
     pub fn confirm_deadline(&self) -> Option<Instant> {
         let c = self.conn.as_ref()?;
-        c.first_unconfirmed.map(|t| t + self.settings.confirm_interval)
+        c.first_unconfirmed
+            .map(|t| t + self.settings.confirm_interval)
     }
 
     /// Makes sure a live connection is there before a batch is written.
@@ -297,12 +318,85 @@ impl NetSink {
             }
         }
         if self.conn.is_none() {
-            self.connect().await?;
+            if let Some(spare) = self.spare.take() {
+                match spare.await {
+                    Ok(Ok(c)) if c.peer_end().is_none() => self.conn = Some(c),
+                    Ok(Ok(c)) => {
+                        tracing::debug!(output = %self.output, dest = %c.dest, "the spare connection was closed by the server");
+                    }
+                    // Opened again below, where an error is reported.
+                    Ok(Err(e)) => {
+                        tracing::debug!(output = %self.output, error = %e, "spare connection failed")
+                    }
+                    Err(e) => {
+                        tracing::debug!(output = %self.output, error = %e, "spare connection task failed")
+                    }
+                }
+            }
+        }
+        if self.conn.is_none() {
+            self.conn = Some(self.dialer.open(self.trusted).await?);
         }
         Ok(())
     }
 
-    async fn connect(&mut self) -> Result<(), OutputError> {
+    /// Starts opening the next connection in the background, when the current one is halfway
+    /// to its rotation and no spare is there or on its way.
+    pub fn prepare_spare(&mut self, now: Instant) {
+        let Some(c) = &self.conn else { return };
+        let s = &self.settings;
+        let halfway = c.unconfirmed_bytes >= s.confirm_bytes / 2
+            || c.first_unconfirmed
+                .is_some_and(|t| now.duration_since(t) >= s.confirm_interval / 2);
+        if !halfway || self.spare.is_some() || !self.trusted {
+            return;
+        }
+        let dialer = self.dialer.clone();
+        self.spare = Some(tokio::spawn(async move { dialer.open(true).await }));
+    }
+
+    /// Forgets the spare connection (after a failure, the next one is opened afresh).
+    pub fn drop_spare(&mut self) {
+        if let Some(h) = self.spare.take() {
+            h.abort();
+        }
+    }
+
+    /// The spare connection, if one was opened (for a graceful close on shutdown).
+    pub async fn take_spare(&mut self) -> Option<Conn> {
+        let h = self.spare.take()?;
+        if !h.is_finished() {
+            h.abort(); // still connecting: not worth waiting for on the way out
+            return None;
+        }
+        match h.await {
+            Ok(Ok(c)) => Some(c),
+            _ => None,
+        }
+    }
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
+        let after = self.settings.write_timeout;
+        match &mut self.conn {
+            Some(c) => c.write_all(data, after).await,
+            None => Err(OutputError::Write {
+                dest: self.dest(),
+                source: std::io::Error::new(std::io::ErrorKind::NotConnected, "not connected"),
+            }),
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), OutputError> {
+        let after = self.settings.write_timeout;
+        match &mut self.conn {
+            Some(c) => c.flush(after).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Dialer {
+    /// Connects, handshakes, starts the reader; settles first unless `trusted`.
+    async fn open(&self, trusted: bool) -> Result<Conn, OutputError> {
         let address = self.settings.address.clone();
         let connect_timeout = self.settings.connect_timeout;
         let (tcp, peer) = timeout(connect_timeout, connect_any(&address))
@@ -314,7 +408,10 @@ impl NetSink {
         let _ = tcp.set_nodelay(true);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
         let dest = format!("{address} ({peer})");
-        let server_name = self.tls.as_ref().map(|t| t.server_name.to_str().into_owned());
+        let server_name = self
+            .tls
+            .as_ref()
+            .map(|t| t.server_name.to_str().into_owned());
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(tls) => {
@@ -366,7 +463,7 @@ impl NetSink {
         // TLS 1.3: a refused client certificate shows up as an alert after the handshake;
         // until this slot has seen a confirmed connection, give the server a moment to send it.
         let settle = self.settings.tls_settle;
-        if conn.tls && !self.trusted && !settle.is_zero() {
+        if conn.tls && !trusted && !settle.is_zero() {
             if let Ok(Ok(end)) = timeout(settle, ended.wait_for(|e| e.is_some())).await {
                 let reason = match end.as_ref() {
                     Some(PeerEnd::Failed { reason, .. }) => reason.clone(),
@@ -382,27 +479,7 @@ impl NetSink {
         }
         m.connects.inc();
         tracing::info!(output = %self.output, %address, %peer, tls = conn.tls, "connected");
-        self.conn = Some(conn);
-        Ok(())
-    }
-
-    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
-        let after = self.settings.write_timeout;
-        match &mut self.conn {
-            Some(c) => c.write_all(data, after).await,
-            None => Err(OutputError::Write {
-                dest: self.dest(),
-                source: std::io::Error::new(std::io::ErrorKind::NotConnected, "not connected"),
-            }),
-        }
-    }
-
-    pub async fn flush(&mut self) -> Result<(), OutputError> {
-        let after = self.settings.write_timeout;
-        match &mut self.conn {
-            Some(c) => c.flush(after).await,
-            None => Ok(()),
-        }
+        Ok(conn)
     }
 }
 

@@ -268,7 +268,9 @@ impl Work {
         };
         conn.record(w);
         metrics.output(&output).unconfirmed_batches.add(1);
-        if let Some(why) = net.rotation_due(Instant::now()) {
+        let now = Instant::now();
+        net.prepare_spare(now);
+        if let Some(why) = net.rotation_due(now) {
             self.rotate(why).await;
         }
     }
@@ -327,6 +329,7 @@ impl Work {
             return false;
         };
         net.trusted = false;
+        net.drop_spare();
         let Some(mut conn) = net.conn.take() else {
             return false;
         };
@@ -354,7 +357,13 @@ impl Work {
     }
 
     /// Batches whose connection was not confirmed: counted, logged, queued for resending.
-    fn unconfirmed(&mut self, why: ConfirmFailure, reason: &str, dest: &str, batches: Vec<Written>) {
+    fn unconfirmed(
+        &mut self,
+        why: ConfirmFailure,
+        reason: &str,
+        dest: &str,
+        batches: Vec<Written>,
+    ) {
         let metrics = self.metrics();
         let m = metrics.output(&self.output);
         let n = batches.len();
@@ -373,6 +382,7 @@ impl Work {
         );
         if let Some(net) = self.net_mut() {
             net.trusted = false;
+            net.drop_spare();
         }
         self.requeue(batches);
     }
@@ -409,11 +419,15 @@ impl Work {
                 let _ = s.flush().await;
             }
             Sink::Net(n) => {
+                let spare = n.take_spare().await;
                 if let Some(mut conn) = n.conn.take() {
                     let batches = std::mem::take(&mut conn.unconfirmed);
                     let dest = conn.dest.clone();
                     let outcome = confirm::close(conn, close_timeout).await;
                     self.closed((dest, batches, outcome)).await;
+                }
+                if let Some(conn) = spare {
+                    let _ = confirm::close(conn, close_timeout).await;
                 }
             }
         }
