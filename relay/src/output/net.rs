@@ -478,7 +478,12 @@ impl Dialer {
             }
         }
         m.connects.inc();
-        tracing::info!(output = %self.output, %address, %peer, tls = conn.tls, "connected");
+        if trusted {
+            // A rotation (every few seconds): not worth an info line each time.
+            tracing::debug!(output = %self.output, %address, %peer, tls = conn.tls, "connected");
+        } else {
+            tracing::info!(output = %self.output, %address, %peer, tls = conn.tls, "connected");
+        }
         Ok(conn)
     }
 }
