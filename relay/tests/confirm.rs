@@ -7,7 +7,8 @@
 //! Faults: a receiver that accepts and never reads, then closes with unread data (RST); one
 //! that resets after reading 1 KiB or 100 KiB (SO_LINGER 0); a receiver process killed with
 //! SIGKILL while data sits unread in its socket; an mTLS receiver that refuses the client
-//! certificate late (TLS 1.3: after the client's handshake).
+//! certificate late (TLS 1.3: after the client's handshake); a TLS receiver that reads
+//! everything but closes without close_notify (never confirms).
 
 mod common;
 
@@ -113,7 +114,7 @@ async fn faulty_first_connections(test: &str, faults: Vec<Fault>) {
         seen.clone(),
         Options {
             faults,
-            late_verify: None,
+            ..Options::default()
         },
     );
     let relay = start(
@@ -256,8 +257,8 @@ async fn late_refusal_of_the_client_certificate_is_named_and_loses_nothing() {
         }),
         Arc::new(Seen::default()),
         Options {
-            faults: vec![],
             late_verify: Some(Duration::from_secs(1)),
+            ..Options::default()
         },
     );
     let port = refusing.port();
@@ -356,5 +357,65 @@ async fn connections_rotate_by_bytes_and_every_batch_is_confirmed_once() {
         0
     );
     assert!(receiver.seen.clean_closes.load(Ordering::Relaxed) >= 10);
+    assert!(relay.terminate().success());
+}
+
+#[tokio::test]
+async fn tls_receiver_that_closes_without_close_notify_never_confirms() {
+    let (_d, dir) = tmp();
+    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]);
+    let tls = || ServerTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: pki.chain.clone(),
+    };
+    // Reads every line, but answers our close_notify with a bare TCP close.
+    let rude = Receiver::start_opts(
+        "127.0.0.1:0",
+        Some(tls()),
+        Arc::new(Seen::default()),
+        Options {
+            no_close_answer: true,
+            ..Options::default()
+        },
+    );
+    let port = rude.port();
+    let output = format!(
+        "[[outputs]]\ntype = \"devo\"\nname = \"devo\"\nhostname = \"testhost\"\n\
+         devo_address = \"localhost:{port}\"\nchain_filename = \"{}\"\ncert_filename = \"{}\"\n\
+         key_filename = \"{}\"\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\n\
+         confirm_interval_ms = 200\n",
+        path_str(&pki.chain),
+        path_str(&pki.client_cert),
+        path_str(&pki.client_key),
+    );
+    let relay = start(&dir, &spool_config(&dir.join("spool"), "", &output));
+    let want = send_numbered(&relay, "rude").await;
+    // Everything was read, but nothing is confirmed: it is resent, again and again.
+    wait_until("every line read by the rude receiver", || {
+        let got = counts(&rude);
+        want.iter().all(|w| got.contains_key(w))
+    });
+    wait_until("a failed confirmation", || {
+        relay.stderr_text().contains("writes not confirmed (tls)")
+    });
+    assert!(relay.stderr_text().contains("close_notify"));
+    assert_eq!(
+        metric(
+            &relay,
+            "sluice_relay_events_delivered_total{output=\"devo\"}"
+        ),
+        0
+    );
+    drop(rude.stop());
+
+    let receiver = Receiver::start(&format!("127.0.0.1:{port}"), Some(tls()));
+    wait_all(&receiver, &want, "no-close-notify");
+    wait_until("every event confirmed", || {
+        metric(
+            &relay,
+            "sluice_relay_events_delivered_total{output=\"devo\"}",
+        ) >= want.len() as u64
+    });
     assert!(relay.terminate().success());
 }

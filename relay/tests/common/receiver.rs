@@ -106,6 +106,9 @@ pub struct Options {
     /// so the server checks the client certificate only after the client has finished its
     /// handshake and started writing: a refusal arrives late, as an alert.
     pub late_verify: Option<Duration>,
+    /// On the client's close, close the TCP connection without answering (no close_notify,
+    /// no half close first): the client's writes are read but never confirmed.
+    pub no_close_answer: bool,
 }
 
 pub struct Receiver {
@@ -198,18 +201,19 @@ impl Receiver {
                         let stop = stop.clone();
                         let fault = options.faults.get(n).copied();
                         let late_verify = options.late_verify;
+                        let answer = !options.no_close_answer;
                         tasks.push(tokio::spawn(async move {
                             if let Some(fault) = fault {
                                 misbehave(tcp, fault, &seen).await;
                                 return;
                             }
                             match config {
-                                None => serve(tcp, &seen, &stop).await,
+                                None => serve(tcp, &seen, &stop, answer).await,
                                 Some(c) => {
                                     let acceptor = tokio_rustls::TlsAcceptor::from(c);
                                     let tcp = SlowReads::new(tcp, late_verify);
                                     match acceptor.accept(tcp).await {
-                                        Ok(s) => serve(s, &seen, &stop).await,
+                                        Ok(s) => serve(s, &seen, &stop, answer).await,
                                         Err(e) => seen.errors.lock().unwrap().push(e.to_string()),
                                     }
                                 }
@@ -288,7 +292,7 @@ pub fn split_lines(data: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn serve<S>(mut s: S, seen: &Seen, stop: &AtomicBool)
+async fn serve<S>(mut s: S, seen: &Seen, stop: &AtomicBool, answer: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -301,8 +305,10 @@ where
             Err(_) => continue,
             Ok(Ok(0)) => {
                 // The client's close_notify (TLS) or FIN (TCP): answer in kind.
-                seen.clean_closes.fetch_add(1, Ordering::Relaxed);
-                let _ = s.shutdown().await;
+                if answer {
+                    seen.clean_closes.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.shutdown().await;
+                }
                 return;
             }
             Ok(Ok(n)) => seen.data.lock().unwrap().extend_from_slice(&buf[..n]),
