@@ -16,6 +16,9 @@
 //! - Every write and flush within `write_timeout`. A written batch is *not* delivered: it waits
 //!   in the connection's `unconfirmed` list until the connection is closed gracefully and the
 //!   peer answers the close (confirm.rs).
+//! - Spare: once the current connection is halfway to its rotation (`confirm_bytes`,
+//!   `confirm_interval_ms`), the next one is opened in a task, so the rotation does not wait
+//!   for a connect and a handshake (only while the slot is trusted, see settle).
 //!
 //! Errors name the phase and the peer. It does not retry: the worker owns backoff and resend.
 
