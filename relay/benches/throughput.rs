@@ -1,11 +1,15 @@
 //! Relay throughput, end to end, to a local TLS receiver (mutual TLS, certificates made here):
 //! producers POST pre-encoded batches to the real `sluice-relay` binary (release build), which
-//! spools them (fsync) and delivers them as Devo lines over TLS. Prints events/s and MB/s of
-//! wall time, and per core (per CPU-second the relay process used).
+//! spools them (fsync) and delivers them as Devo lines over TLS. The receiver answers the
+//! relay's close (close_notify), so every batch is confirmed; the clock stops when the relay
+//! counts every event delivered (confirmed). Prints events/s and MB/s of wall time, and per
+//! core (per CPU-second the relay process used), and how often connections rotated.
 //!
 //! Run: `cargo bench -p sluice-relay --bench throughput`
 //! Knobs (environment): BENCH_EVENTS (default 1000000), BENCH_BATCH (2000 events per batch),
-//! BENCH_CONNECTIONS (1), BENCH_PRODUCERS (4).
+//! BENCH_CONNECTIONS (1), BENCH_PRODUCERS (4), BENCH_CONFIRM_BYTES and
+//! BENCH_CONFIRM_INTERVAL_MS (the output's `confirm_bytes`, `confirm_interval_ms`; the
+//! relay's defaults when unset).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -19,7 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_relay::client::ChannelClient;
 use sluice_relay::protocol::{BatchEncoder, EncodedBatch};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -102,6 +106,8 @@ fn receiver(p: &Pems, bytes: Arc<AtomicU64>, lines: Arc<AtomicU64>) -> u16 {
                     let mut buf = vec![0u8; 256 * 1024];
                     while let Ok(n) = s.read(&mut buf).await {
                         if n == 0 {
+                            // The relay's close_notify: answer it, confirming its writes.
+                            let _ = s.shutdown().await;
                             break;
                         }
                         bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -127,6 +133,23 @@ fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks as f64 / hz
+}
+
+/// The value of the metric line starting with `name` (a plain HTTP/1.1 GET of /metrics).
+fn metric(address: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn batches(total: u64, per_batch: u64) -> Vec<EncodedBatch> {
@@ -169,6 +192,13 @@ fn main() {
     let per_batch = env("BENCH_BATCH", 2000);
     let connections = env("BENCH_CONNECTIONS", 1);
     let producers = env("BENCH_PRODUCERS", 4);
+    let mut confirm = String::new();
+    if let Ok(v) = std::env::var("BENCH_CONFIRM_BYTES") {
+        confirm.push_str(&format!("confirm_bytes = {v}\n"));
+    }
+    if let Ok(v) = std::env::var("BENCH_CONFIRM_INTERVAL_MS") {
+        confirm.push_str(&format!("confirm_interval_ms = {v}\n"));
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let p = pki();
@@ -183,7 +213,7 @@ fn main() {
         "[listen]\naddress = \"127.0.0.1:0\"\naddress_file = \"{}\"\n[spool]\ndir = \"{}\"\n\
          [[outputs]]\ntype = \"devo\"\nhostname = \"benchhost\"\ndevo_address = \"localhost:{port}\"\n\
          chain_filename = \"{chain}\"\ncert_filename = \"{cert}\"\nkey_filename = \"{key}\"\n\
-         connections = {connections}\n",
+         connections = {connections}\n{confirm}",
         address_file.display(),
         dir.path().join("spool").display()
     );
@@ -260,7 +290,21 @@ fn main() {
         assert!(Instant::now() < deadline, "not everything arrived");
         std::thread::sleep(Duration::from_millis(5));
     }
+    let arrived = t0.elapsed().as_secs_f64();
+    let delivered = "sluice_relay_events_delivered_total{output=\"devo\"}";
+    while metric(&address, delivered) < events {
+        assert!(Instant::now() < deadline, "not everything confirmed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let wall = t0.elapsed().as_secs_f64();
+    let connects = metric(
+        &address,
+        "sluice_relay_output_connects_total{output=\"devo\"}",
+    );
+    let resent = metric(
+        &address,
+        "sluice_relay_output_batches_resent_total{output=\"devo\"}",
+    );
     let cpu = cpu_seconds(child.id()) - cpu0;
     let wire = rx_bytes.load(Ordering::Relaxed) as f64;
     // SAFETY: signals the child we spawned.
@@ -279,10 +323,21 @@ fn main() {
         wire / mb
     );
     println!(
-        "  end to end: {:.2} s wall = {:.0} events/s, {:.1} MB/s on the wire",
+        "  end to end (every event confirmed): {:.2} s wall = {:.0} events/s, {:.1} MB/s on the wire; \
+         last line arrived at {:.2} s",
         wall,
         events as f64 / wall,
-        wire / mb / wall
+        wire / mb / wall,
+        arrived
+    );
+    println!(
+        "  connections opened {connects}, batches resent {resent}, {} ({})",
+        if confirm.is_empty() {
+            "default confirm settings"
+        } else {
+            "confirm settings"
+        },
+        confirm.trim().replace('\n', ", ")
     );
     println!(
         "  ingest (all POSTs answered 200, fsynced): {:.2} s = {:.0} events/s",

@@ -113,6 +113,8 @@ pub struct RawOutput {
     pub tls_settle_ms: Option<u64>,
     pub idle_reconnect_secs: Option<u64>,
     pub max_connection_age_secs: Option<u64>,
+    pub confirm_bytes: Option<u64>,
+    pub confirm_interval_ms: Option<u64>,
     // every type
     pub backoff_initial_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
@@ -214,6 +216,11 @@ pub struct NetSettings {
     pub tls_settle: Duration,
     pub idle_reconnect: Duration,
     pub max_connection_age: Duration,
+    /// A connection is closed and confirmed once this many bytes written on it await
+    /// confirmation (output/confirm.rs).
+    pub confirm_bytes: u64,
+    /// ... or once its oldest unconfirmed write is this old.
+    pub confirm_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +270,8 @@ pub const DEFAULT_SPOOL_MAX: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_SEGMENT: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_KEYS_WINDOW: usize = 100_000;
 pub const DEFAULT_ZIP_BUFFER: usize = 19_500;
+pub const DEFAULT_CONFIRM_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_CONFIRM_INTERVAL_MS: u64 = 2_000;
 pub const DEVO_PORT: u16 = 443;
 pub const RELAY_PORT: u16 = 13000;
 
@@ -474,6 +483,8 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
         "tls_settle_ms",
         "idle_reconnect_secs",
         "max_connection_age_secs",
+        "confirm_bytes",
+        "confirm_interval_ms",
     ];
     let set: Vec<(&str, bool)> = vec![
         ("path", o.path.is_some()),
@@ -496,6 +507,8 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
             "max_connection_age_secs",
             o.max_connection_age_secs.is_some(),
         ),
+        ("confirm_bytes", o.confirm_bytes.is_some()),
+        ("confirm_interval_ms", o.confirm_interval_ms.is_some()),
     ];
     let allowed: Vec<&str> = match type_name.as_str() {
         "stdout" => vec![],
@@ -635,6 +648,14 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
             if !(1..=64).contains(&connections) {
                 return Err(invalid(key("connections"), "must be 1..=64"));
             }
+            let confirm_bytes = o.confirm_bytes.unwrap_or(DEFAULT_CONFIRM_BYTES);
+            if confirm_bytes == 0 {
+                return Err(invalid(key("confirm_bytes"), "must be at least 1"));
+            }
+            let confirm_interval = ms(o.confirm_interval_ms, DEFAULT_CONFIRM_INTERVAL_MS);
+            if confirm_interval.is_zero() {
+                return Err(invalid(key("confirm_interval_ms"), "must be at least 1"));
+            }
             let host_port = if host.contains(':') {
                 format!("[{host}]:{port}")
             } else {
@@ -651,6 +672,8 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
                 tls_settle: ms(o.tls_settle_ms, 250),
                 idle_reconnect: Duration::from_secs(o.idle_reconnect_secs.unwrap_or(30)),
                 max_connection_age: Duration::from_secs(o.max_connection_age_secs.unwrap_or(3600)),
+                confirm_bytes,
+                confirm_interval,
             }))
         }
         _ => unreachable!("type checked above"),
@@ -874,9 +897,42 @@ mod tests {
             OutputKind::Net(n) => {
                 assert_eq!(n.address, "10.0.0.5:13000");
                 assert!(n.tls.is_none());
+                assert_eq!(n.confirm_bytes, DEFAULT_CONFIRM_BYTES);
+                assert_eq!(
+                    n.confirm_interval,
+                    Duration::from_millis(DEFAULT_CONFIRM_INTERVAL_MS)
+                );
             }
             k => panic!("{k:?}"),
         }
+    }
+
+    #[test]
+    fn confirm_keys_are_checked() {
+        let base = "[spool]\ndir = \"/x\"\n[[outputs]]\ntype = \"relay\"\naddress = \"h\"\n";
+        let s = parse(&format!(
+            "{base}confirm_bytes = 1000\nconfirm_interval_ms = 50\n"
+        ))
+        .unwrap();
+        match &s.outputs[0].kind {
+            OutputKind::Net(n) => {
+                assert_eq!(n.confirm_bytes, 1000);
+                assert_eq!(n.confirm_interval, Duration::from_millis(50));
+            }
+            k => panic!("{k:?}"),
+        }
+        let e = parse(&format!("{base}confirm_bytes = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outputs[0].confirm_bytes"), "{e}");
+        let e = parse(&format!("{base}confirm_interval_ms = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outputs[0].confirm_interval_ms"), "{e}");
+        let e = parse("[spool]\ndir = \"/x\"\n[[outputs]]\ntype = \"stdout\"\nconfirm_bytes = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outputs[0].confirm_bytes"), "{e}");
     }
 
     #[test]

@@ -101,6 +101,42 @@ impl Phase {
     }
 }
 
+/// Why a connection's writes were not confirmed; the `reason` label of
+/// `sluice_relay_output_confirm_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConfirmFailure {
+    /// The peer closed (EOF, or TLS close_notify) before our close.
+    PeerClosed,
+    /// A TCP reset, or bytes (our FIN included) the peer never acknowledged.
+    Reset,
+    /// A TLS alert (e.g. a late refusal of the client certificate) or a TCP close without
+    /// close_notify.
+    Tls,
+    /// The peer did not answer our close within `close_timeout_ms`.
+    Timeout,
+    /// A write, flush or the close itself failed or timed out on our side.
+    Write,
+}
+
+impl ConfirmFailure {
+    pub const ALL: [ConfirmFailure; 5] = [
+        ConfirmFailure::PeerClosed,
+        ConfirmFailure::Reset,
+        ConfirmFailure::Tls,
+        ConfirmFailure::Timeout,
+        ConfirmFailure::Write,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            ConfirmFailure::PeerClosed => "peer_closed",
+            ConfirmFailure::Reset => "reset",
+            ConfirmFailure::Tls => "tls",
+            ConfirmFailure::Timeout => "timeout",
+            ConfirmFailure::Write => "write",
+        }
+    }
+}
+
 /// One output's figures.
 #[derive(Debug, Default)]
 pub struct OutputMetrics {
@@ -112,11 +148,23 @@ pub struct OutputMetrics {
     pub connects: Counter,
     pub retrying: Gauge,
     pub rate_limited_waits: Counter,
+    /// Connections closed gracefully with every write on them confirmed.
+    pub connections_confirmed: Counter,
+    /// Batches written, then resent because their connection was not confirmed.
+    pub batches_resent: Counter,
+    /// Connections whose writes were not confirmed, by reason.
+    pub confirm_failures: [Counter; 5],
+    /// Batches written and held in memory until their connection is confirmed.
+    pub unconfirmed_batches: Gauge,
 }
 
 impl OutputMetrics {
     pub fn error(&self, phase: Phase) {
         self.errors[phase as usize].inc();
+    }
+
+    pub fn confirm_failure(&self, why: ConfirmFailure) {
+        self.confirm_failures[why as usize].inc();
     }
 }
 
@@ -337,19 +385,19 @@ impl Metrics {
             (
                 "sluice_relay_events_delivered_total",
                 "counter",
-                "Events written and flushed to the output.",
+                "Events delivered: flushed (stdout, file), or confirmed by a graceful close the peer answered (devo, relay).",
                 |m| m.events_delivered.get() as i64,
             ),
             (
                 "sluice_relay_bytes_delivered_total",
                 "counter",
-                "Bytes written and flushed to the output (as on the wire).",
+                "Bytes delivered (as on the wire), counted as events are.",
                 |m| m.bytes_delivered.get() as i64,
             ),
             (
                 "sluice_relay_batches_delivered_total",
                 "counter",
-                "Batches written and flushed to the output.",
+                "Batches delivered, counted as events are.",
                 |m| m.batches_delivered.get() as i64,
             ),
             (
@@ -399,7 +447,55 @@ impl Metrics {
                 );
             }
         }
+        self.render_confirmation(w);
         s
+    }
+
+    /// The figures of delivery confirmation (output/confirm.rs).
+    fn render_confirmation(&self, w: &mut String) {
+        type Pick = fn(&OutputMetrics) -> i64;
+        let per_output: [(&str, &str, &str, Pick); 3] = [
+            (
+                "sluice_relay_output_connections_confirmed_total",
+                "counter",
+                "Connections closed gracefully with every write on them confirmed by the peer.",
+                |m| m.connections_confirmed.get() as i64,
+            ),
+            (
+                "sluice_relay_output_batches_resent_total",
+                "counter",
+                "Batches written on a connection that was not confirmed, hence resent.",
+                |m| m.batches_resent.get() as i64,
+            ),
+            (
+                "sluice_relay_output_unconfirmed_batches",
+                "gauge",
+                "Batches written and awaiting their connection's confirmation (held in memory).",
+                |m| m.unconfirmed_batches.get(),
+            ),
+        ];
+        for (name, kind, help, pick) in per_output {
+            head(w, name, kind, help);
+            for (out, m) in &self.outputs {
+                line(w, name, &format!("output=\"{out}\""), pick(m));
+            }
+        }
+        head(
+            w,
+            "sluice_relay_output_confirm_failures_total",
+            "counter",
+            "Connections with unconfirmed writes that ended otherwise than by a graceful close, by reason (peer_closed, reset, tls, timeout, write).",
+        );
+        for (out, m) in &self.outputs {
+            for r in ConfirmFailure::ALL {
+                line(
+                    w,
+                    "sluice_relay_output_confirm_failures_total",
+                    &format!("output=\"{out}\",reason=\"{}\"", r.label()),
+                    m.confirm_failures[r as usize].get() as i64,
+                );
+            }
+        }
     }
 }
 
@@ -440,5 +536,22 @@ mod tests {
         let text = m.render();
         assert!(text.contains("sluice_relay_spool_skipped_bytes_total 42\n"));
         assert!(text.contains("# TYPE sluice_relay_spool_lost_segments_total counter\n"));
+    }
+
+    #[test]
+    fn confirmation_exposition() {
+        let m = Metrics::new(&["devo".to_string()]);
+        m.output("devo").batches_resent.add(4);
+        m.output("devo").confirm_failure(ConfirmFailure::Reset);
+        m.output("devo").unconfirmed_batches.add(2);
+        let text = m.render();
+        assert!(text.contains("sluice_relay_output_batches_resent_total{output=\"devo\"} 4\n"));
+        assert!(text.contains(
+            "sluice_relay_output_confirm_failures_total{output=\"devo\",reason=\"reset\"} 1\n"
+        ));
+        assert!(text.contains(
+            "sluice_relay_output_confirm_failures_total{output=\"devo\",reason=\"timeout\"} 0\n"
+        ));
+        assert!(text.contains("sluice_relay_output_unconfirmed_batches{output=\"devo\"} 2\n"));
     }
 }

@@ -1,18 +1,22 @@
 //! Delivery: one task per configured output reads that output's spool cursor in log order and
 //! hands batches to its workers (one per connection; one for stdout and file). A worker frames
-//! the batch (frame.rs), waits for the rate limit (limit.rs), writes it and flushes; on any
-//! error it backs off (capped exponential, with jitter) and resends the whole batch on a fresh
-//! connection. Batches complete out of order across workers; the cursor (and so the spool)
-//! moves only over the contiguous prefix that is done, so nothing is freed before it was
-//! written and flushed.
+//! the batch (frame.rs), waits for the rate limit (limit.rs), writes it and flushes
+//! (worker.rs). A batch is *done* when it is confirmed: for stdout and file once flushed; for
+//! the network outputs once the connection it was written on was closed gracefully and the
+//! peer answered the close (confirm.rs). A batch written on a connection that ends any other
+//! way is resent, so duplicates are possible, loss is not. Batches complete out of order
+//! across workers and connections; the cursor (and so the spool) moves only over the
+//! contiguous prefix that is done.
 //!
 //! It does not accept batches (ingest.rs) and does not decide what the spool keeps (spool.rs).
 
+pub mod confirm;
 pub mod danger;
 pub mod frame;
 pub mod net;
 pub mod stream;
 pub mod tls;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -66,6 +70,12 @@ pub enum OutputError {
     WriteTimeout { dest: String, after: Duration },
     #[error("close of {dest} failed: {reason}")]
     Close { dest: String, reason: String },
+    #[error("connection to {dest} ended: {reason}")]
+    Peer {
+        dest: String,
+        why: crate::metrics::ConfirmFailure,
+        reason: String,
+    },
     #[error(transparent)]
     Tls(#[from] tls::TlsConfigError),
 }
@@ -82,7 +92,9 @@ impl OutputError {
             OutputError::Handshake { .. } | OutputError::HandshakeTimeout { .. } => {
                 Phase::Handshake
             }
-            OutputError::Write { .. } | OutputError::WriteTimeout { .. } => Phase::Write,
+            OutputError::Write { .. }
+            | OutputError::WriteTimeout { .. }
+            | OutputError::Peer { .. } => Phase::Write,
             OutputError::Close { .. } => Phase::Close,
             OutputError::Decode { .. } => Phase::Decode,
         }
@@ -151,21 +163,6 @@ impl Sink {
             Sink::Net(n) => n.before_batch().await,
         }
     }
-    /// After an error: forget the connection (the batch is resent on a new one).
-    fn reset(&mut self) {
-        match self {
-            Sink::Stream(s) => s.reset(),
-            Sink::Net(n) => n.drop_conn(),
-        }
-    }
-    async fn close(&mut self) {
-        match self {
-            Sink::Stream(s) => {
-                let _ = s.flush().await;
-            }
-            Sink::Net(n) => n.close().await,
-        }
-    }
 }
 
 /// Bytes framed per write.
@@ -178,6 +175,16 @@ pub struct Sent {
     pub bytes: u64,
 }
 
+/// A batch written on a connection, held (its body is a cheap `Bytes` clone) until that
+/// connection is confirmed or fails.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The batch's place in the output's order (`run`'s sequence number).
+    pub seq: u64,
+    pub batch: StoredBatch,
+    pub sent: Sent,
+}
+
 /// One worker's state: its sink, its framer and the output's shared rate limit.
 pub struct Worker {
     pub name: String,
@@ -188,7 +195,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Writes one whole batch and flushes it.
+    /// Writes one whole batch and flushes it (for a network output: hands it to the socket;
+    /// delivery is confirmed later, by the connection's close).
     pub async fn deliver(&mut self, batch: &StoredBatch) -> Result<Sent, OutputError> {
         self.sink.before_batch().await?;
         let mut frames = self.framer.batch(&batch.body);
@@ -279,7 +287,7 @@ async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Position)>();
     let mut handles = Vec::new();
     for worker in workers {
-        handles.push(tokio::spawn(work(
+        handles.push(tokio::spawn(worker::work(
             worker,
             settings.clone(),
             job_rx.clone(),
@@ -338,7 +346,8 @@ async fn run(
         }
     }
     drop(job_tx);
-    // Workers finish the batch they hold (a failing one gives up at once on stop).
+    // Workers finish the batch they hold (a failing one gives up at once on stop) and close
+    // their connections gracefully, confirming what the peer confirms.
     while let Some((seq, pos)) = done_rx.recv().await {
         advance(seq, pos, &mut finished);
     }
@@ -346,68 +355,6 @@ async fn run(
         let _ = h.await;
     }
     tracing::info!(output = %name, "output stopped");
-}
-
-async fn work(
-    mut worker: Worker,
-    settings: OutputSettings,
-    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    done: mpsc::UnboundedSender<(u64, Position)>,
-    stop: CancellationToken,
-) {
-    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
-    loop {
-        let job = { jobs.lock().await.recv().await };
-        let Some((seq, batch)) = job else { break };
-        let metrics = worker.metrics.clone();
-        let m = metrics.output(&settings.name);
-        loop {
-            match worker.deliver(&batch).await {
-                Ok(sent) => {
-                    m.events_delivered.add(sent.events);
-                    m.bytes_delivered.add(sent.bytes);
-                    m.batches_delivered.inc();
-                    backoff.reset();
-                    let _ = done.send((seq, batch.end));
-                    break;
-                }
-                Err(e @ OutputError::Decode { .. }) => {
-                    // Checked at ingest and checksummed in the spool: only a bug gets here.
-                    // Resending cannot help; report it and move on.
-                    m.error(Phase::Decode);
-                    tracing::error!(output = %worker.name, error = %e, "batch skipped");
-                    let _ = done.send((seq, batch.end));
-                    break;
-                }
-                Err(e) => {
-                    m.error(e.phase());
-                    worker.sink.reset();
-                    if stop.is_cancelled() {
-                        tracing::warn!(output = %worker.name, error = %e, "delivery failed during shutdown; the batch stays in the spool");
-                        return;
-                    }
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        output = %worker.name,
-                        error = %e,
-                        attempt = backoff.attempts(),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "delivery failed; resending the whole batch"
-                    );
-                    m.retrying.add(1);
-                    let stopped = tokio::select! {
-                        _ = tokio::time::sleep(delay) => false,
-                        _ = stop.cancelled() => true,
-                    };
-                    m.retrying.add(-1);
-                    if stopped {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-    worker.sink.close().await;
 }
 
 #[cfg(test)]

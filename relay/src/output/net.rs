@@ -1,56 +1,257 @@
-//! One connection of a `devo` or `relay` output: TCP, optionally TLS (tls.rs), with the life
-//! cycle DEVO.md asks for.
+//! One connection slot of a `devo` or `relay` output: TCP, optionally TLS (tls.rs), with the
+//! life cycle DEVO.md asks for, and a reader that watches the peer all the time.
 //!
 //! - Connect: resolve the name, try every address (IPv4 and IPv6) within `connect_timeout`.
-//! - Handshake within `handshake_timeout`; then a short settle read (`tls_settle_ms`), because
-//!   under TLS 1.3 a server refuses a client certificate only after the client's handshake has
-//!   finished: waiting for its alert here keeps the first batch from being written into a
-//!   connection that is already refused.
-//! - Before each batch: reconnect when the connection was idle longer than `idle_reconnect`
-//!   (Devo's balancer drops idle connections) or is older than `max_connection_age`, and poll
-//!   the read side once so a connection the server already closed is replaced, not written to.
-//! - Every write and flush within `write_timeout`; a flush also waits until the peer's TCP
-//!   stack acknowledged every byte (the send queue is empty), so a batch leaves the spool only
-//!   once a reset can no longer lose it.
-//! - Close: flush, TLS close_notify, half close, read until EOF within `close_timeout`: the
-//!   server's EOF is the only sign that it consumed everything.
+//! - Handshake within `handshake_timeout`. The stream is then split: a reader task reads from
+//!   the peer for as long as the connection lives (Devo sends nothing; what comes is dropped)
+//!   and reports at once, with a log line, how the peer's side ended: EOF, reset, or a TLS
+//!   alert such as the late refusal of our client certificate (TLS 1.3 says so only after the
+//!   client's handshake is over). A write aborts as soon as the peer's side has ended.
+//! - Settle (`tls_settle_ms`): until a connection of this slot has been confirmed, wait that
+//!   long after the handshake for such a refusal before writing, so a refused certificate is
+//!   reported as a handshake error and no batch is written into a refused connection.
+//! - Before a batch: a connection whose peer already closed is replaced when nothing written
+//!   on it awaits confirmation (with something awaiting, the worker fails it: see
+//!   `output/worker.rs`).
+//! - Every write and flush within `write_timeout`. A written batch is *not* delivered: it waits
+//!   in the connection's `unconfirmed` list until the connection is closed gracefully and the
+//!   peer answers the close (confirm.rs).
+//! - Spare: once the current connection is halfway to its rotation (`confirm_bytes`,
+//!   `confirm_interval_ms`), the next one is opened in a task, so the rotation does not wait
+//!   for a connect and a handshake (only while the slot is trusted, see settle).
 //!
 //! Errors name the phase and the peer. It does not retry: the worker owns backoff and resend.
 
-use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
-use super::tls::{explain, TlsClient};
-use super::OutputError;
+use super::tls::{explain, rustls_error, TlsClient};
+use super::{OutputError, Written};
 use crate::config::NetSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{ConfirmFailure, Metrics};
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-struct Conn {
-    stream: Box<dyn Stream>,
-    /// The TCP socket under the (maybe TLS) stream, to read its send queue.
-    fd: std::os::fd::RawFd,
-    peer: SocketAddr,
-    opened: Instant,
-    last_used: Instant,
+/// How the peer's side of a connection ended, as the reader task saw it.
+#[derive(Debug, Clone)]
+pub enum PeerEnd {
+    /// A clean end of stream: the peer's FIN (TCP) or close_notify (TLS). `after_ours`: our
+    /// own close had started when it arrived.
+    Eof { after_ours: bool },
+    /// Anything else: a reset, a TLS alert, a TCP close without close_notify, a read error.
+    Failed { why: ConfirmFailure, reason: String },
+}
+
+impl PeerEnd {
+    /// Why writes on a connection that ended this way (before our close) are not confirmed.
+    pub fn failure(&self) -> (ConfirmFailure, String) {
+        match self {
+            PeerEnd::Eof { .. } => (
+                ConfirmFailure::PeerClosed,
+                "the peer closed the connection before we did".into(),
+            ),
+            PeerEnd::Failed { why, reason } => (*why, reason.clone()),
+        }
+    }
+}
+
+/// One open connection and the batches written on it that await confirmation.
+pub struct Conn {
+    pub(super) writer: WriteHalf<Box<dyn Stream>>,
+    /// The TCP socket under the (maybe TLS) stream, to read its send queue. Valid while
+    /// `writer` lives (it shares ownership of the stream).
+    pub(super) fd: RawFd,
+    pub(super) tls: bool,
+    /// `address (peer ip:port)`, for errors and logs.
+    pub dest: String,
+    pub(super) opened: Instant,
+    pub(super) last_used: Instant,
+    /// `Some` once the reader saw the peer's side end.
+    pub(super) ended: watch::Receiver<Option<PeerEnd>>,
+    /// Set just before our close starts, so the reader can tell whose close came first.
+    pub(super) closing: Arc<AtomicBool>,
+    reader: JoinHandle<()>,
+    /// Written on this connection, not yet confirmed; in write order.
+    pub unconfirmed: Vec<Written>,
+    /// Wire bytes of `unconfirmed`.
+    pub unconfirmed_bytes: u64,
+    /// When the oldest of `unconfirmed` was written.
+    pub first_unconfirmed: Option<Instant>,
+    output: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.metrics.output(&self.output).connections_open.add(-1);
+    }
+}
+
+impl Conn {
+    /// How the peer's side ended, if it has.
+    pub fn peer_end(&self) -> Option<PeerEnd> {
+        self.ended.borrow().clone()
+    }
+
+    /// Waits until the peer's side ends.
+    pub async fn wait_peer_end(&mut self) -> PeerEnd {
+        match self.ended.wait_for(|e| e.is_some()).await {
+            Ok(e) => e.clone().unwrap_or(PeerEnd::Eof { after_ours: false }),
+            // The reader is gone without a word (aborted): treat as a failure.
+            Err(_) => PeerEnd::Failed {
+                why: ConfirmFailure::Write,
+                reason: "the connection's reader stopped".into(),
+            },
+        }
+    }
+
+    fn peer_error(&self) -> Option<OutputError> {
+        self.peer_end().map(|end| {
+            let (why, reason) = end.failure();
+            OutputError::Peer {
+                dest: self.dest.clone(),
+                why,
+                reason,
+            }
+        })
+    }
+
+    /// Writes `data` within `after`; aborts at once when the peer's side ends meanwhile.
+    pub async fn write_all(
+        &mut self,
+        data: &[u8],
+        after: std::time::Duration,
+    ) -> Result<(), OutputError> {
+        if let Some(e) = self.peer_error() {
+            return Err(e);
+        }
+        let dest = self.dest.clone();
+        let mut ended = self.ended.clone();
+        let r = tokio::select! {
+            r = timeout(after, self.writer.write_all(data)) => r,
+            _ = ended.wait_for(|e| e.is_some()) => return Err(self.peer_error().unwrap_or(
+                OutputError::Write { dest, source: std::io::ErrorKind::ConnectionAborted.into() })),
+        };
+        self.last_used = Instant::now();
+        match r {
+            Err(_) => Err(OutputError::WriteTimeout { dest, after }),
+            Ok(Err(source)) => Err(self
+                .peer_error()
+                .unwrap_or(OutputError::Write { dest, source })),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Hands what TLS buffered to the socket, within `after`.
+    pub async fn flush(&mut self, after: std::time::Duration) -> Result<(), OutputError> {
+        let dest = self.dest.clone();
+        let mut ended = self.ended.clone();
+        let r = tokio::select! {
+            r = timeout(after, self.writer.flush()) => r,
+            _ = ended.wait_for(|e| e.is_some()) => return Err(self.peer_error().unwrap_or(
+                OutputError::Write { dest, source: std::io::ErrorKind::ConnectionAborted.into() })),
+        };
+        self.last_used = Instant::now();
+        match r {
+            Err(_) => Err(OutputError::WriteTimeout { dest, after }),
+            Ok(Err(source)) => Err(self
+                .peer_error()
+                .unwrap_or(OutputError::Write { dest, source })),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Takes note of a batch written on this connection.
+    pub fn record(&mut self, w: Written) {
+        if self.unconfirmed.is_empty() {
+            self.first_unconfirmed = Some(Instant::now());
+        }
+        self.unconfirmed_bytes += w.sent.bytes;
+        self.unconfirmed.push(w);
+    }
+}
+
+/// Reads from the peer until its side ends; reports how, once, and logs it at once.
+async fn watch_peer(
+    mut reader: ReadHalf<Box<dyn Stream>>,
+    tx: watch::Sender<Option<PeerEnd>>,
+    closing: Arc<AtomicBool>,
+    output: String,
+    dest: String,
+    server_name: Option<String>,
+) {
+    let mut buf = vec![0u8; 4096];
+    let end = loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => {
+                let after_ours = closing.load(Ordering::SeqCst);
+                if after_ours {
+                    tracing::debug!(output = %output, dest = %dest, "the peer answered our close");
+                } else {
+                    tracing::info!(output = %output, dest = %dest, "the peer closed the connection");
+                }
+                break PeerEnd::Eof { after_ours };
+            }
+            // Devo never sends data; ignore anything that comes.
+            Ok(_) => continue,
+            Err(e) => {
+                let why = classify(&e);
+                let reason = match &server_name {
+                    Some(name) => explain(&e, name),
+                    None => e.to_string(),
+                };
+                tracing::warn!(output = %output, dest = %dest, reason = %reason, "connection failed: {reason}");
+                break PeerEnd::Failed { why, reason };
+            }
+        }
+    };
+    let _ = tx.send(Some(end));
+}
+
+/// The confirmation-failure reason of a read error.
+pub(super) fn classify(e: &std::io::Error) -> ConfirmFailure {
+    if rustls_error(e).is_some() || e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return ConfirmFailure::Tls;
+    }
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => ConfirmFailure::Reset,
+        _ => ConfirmFailure::Write,
+    }
+}
+
+/// Opens connections of one output (cheap to clone, so a spare can be opened in a task).
+#[derive(Clone)]
+struct Dialer {
+    output: String,
+    settings: Arc<NetSettings>,
+    tls: Option<TlsClient>,
+    metrics: Arc<Metrics>,
 }
 
 /// One pooled connection slot of a network output.
 pub struct NetSink {
     output: String,
-    settings: Arc<NetSettings>,
-    tls: Option<TlsClient>,
-    metrics: Arc<Metrics>,
-    conn: Option<Conn>,
+    pub(super) settings: Arc<NetSettings>,
+    dialer: Dialer,
+    pub conn: Option<Conn>,
+    /// The next connection, opened in the background while the current one nears rotation,
+    /// so a rotation does not wait for a connect and a handshake.
+    spare: Option<JoinHandle<Result<Conn, OutputError>>>,
+    /// A connection of this slot was confirmed since the last failure: the peer accepts our
+    /// client certificate, so the settle wait is skipped.
+    pub trusted: bool,
 }
 
 impl NetSink {
@@ -61,42 +262,144 @@ impl NetSink {
         metrics: Arc<Metrics>,
     ) -> Self {
         NetSink {
-            output,
-            settings,
-            tls,
-            metrics,
+            output: output.clone(),
+            settings: settings.clone(),
+            dialer: Dialer {
+                output,
+                settings,
+                tls,
+                metrics,
+            },
             conn: None,
+            spare: None,
+            trusted: false,
         }
     }
 
     fn dest(&self) -> String {
         match &self.conn {
-            Some(c) => format!("{} ({})", self.settings.address, c.peer),
+            Some(c) => c.dest.clone(),
             None => self.settings.address.clone(),
         }
     }
 
-    /// Makes sure a fresh, live connection is there before a batch is written.
+    /// Why the current connection must be closed (and its writes confirmed) before more is
+    /// written on it, if it must.
+    pub fn rotation_due(&self, now: Instant) -> Option<&'static str> {
+        let c = self.conn.as_ref()?;
+        let s = &self.settings;
+        if c.unconfirmed_bytes >= s.confirm_bytes {
+            return Some("confirm_bytes reached");
+        }
+        if c.first_unconfirmed
+            .is_some_and(|t| now.duration_since(t) >= s.confirm_interval)
+        {
+            return Some("confirm_interval reached");
+        }
+        if now.duration_since(c.last_used) > s.idle_reconnect {
+            return Some("idle");
+        }
+        if now.duration_since(c.opened) > s.max_connection_age {
+            return Some("max_connection_age reached");
+        }
+        None
+    }
+
+    /// When the oldest unconfirmed write of the current connection reaches `confirm_interval`.
+    pub fn confirm_deadline(&self) -> Option<Instant> {
+        let c = self.conn.as_ref()?;
+        c.first_unconfirmed
+            .map(|t| t + self.settings.confirm_interval)
+    }
+
+    /// Makes sure a live connection is there before a batch is written.
     pub async fn before_batch(&mut self) -> Result<(), OutputError> {
-        if let Some(c) = &mut self.conn {
-            let now = Instant::now();
-            let idle = now.duration_since(c.last_used);
-            let age = now.duration_since(c.opened);
-            if idle > self.settings.idle_reconnect || age > self.settings.max_connection_age {
-                tracing::debug!(output = %self.output, idle_ms = idle.as_millis() as u64, age_s = age.as_secs(), "reconnecting an idle or old connection");
-                self.close().await;
-            } else if let Some(why) = probe(&mut c.stream).await {
-                tracing::info!(output = %self.output, peer = %c.peer, reason = %why, "the server closed the connection; reconnecting");
-                self.drop_conn();
+        if let Some(c) = &self.conn {
+            if c.unconfirmed.is_empty() && c.peer_end().is_some() {
+                tracing::info!(output = %self.output, dest = %c.dest, "the server closed the connection; reconnecting");
+                self.conn = None;
             }
         }
         if self.conn.is_none() {
-            self.connect().await?;
+            if let Some(spare) = self.spare.take() {
+                match spare.await {
+                    Ok(Ok(c)) if c.peer_end().is_none() => self.conn = Some(c),
+                    Ok(Ok(c)) => {
+                        tracing::debug!(output = %self.output, dest = %c.dest, "the spare connection was closed by the server");
+                    }
+                    // Opened again below, where an error is reported.
+                    Ok(Err(e)) => {
+                        tracing::debug!(output = %self.output, error = %e, "spare connection failed")
+                    }
+                    Err(e) => {
+                        tracing::debug!(output = %self.output, error = %e, "spare connection task failed")
+                    }
+                }
+            }
+        }
+        if self.conn.is_none() {
+            self.conn = Some(self.dialer.open(self.trusted).await?);
         }
         Ok(())
     }
 
-    async fn connect(&mut self) -> Result<(), OutputError> {
+    /// Starts opening the next connection in the background, when the current one is halfway
+    /// to its rotation and no spare is there or on its way.
+    pub fn prepare_spare(&mut self, now: Instant) {
+        let Some(c) = &self.conn else { return };
+        let s = &self.settings;
+        let halfway = c.unconfirmed_bytes >= s.confirm_bytes / 2
+            || c.first_unconfirmed
+                .is_some_and(|t| now.duration_since(t) >= s.confirm_interval / 2);
+        if !halfway || self.spare.is_some() || !self.trusted {
+            return;
+        }
+        let dialer = self.dialer.clone();
+        self.spare = Some(tokio::spawn(async move { dialer.open(true).await }));
+    }
+
+    /// Forgets the spare connection (after a failure, the next one is opened afresh).
+    pub fn drop_spare(&mut self) {
+        if let Some(h) = self.spare.take() {
+            h.abort();
+        }
+    }
+
+    /// The spare connection, if one was opened (for a graceful close on shutdown).
+    pub async fn take_spare(&mut self) -> Option<Conn> {
+        let h = self.spare.take()?;
+        if !h.is_finished() {
+            h.abort(); // still connecting: not worth waiting for on the way out
+            return None;
+        }
+        match h.await {
+            Ok(Ok(c)) => Some(c),
+            _ => None,
+        }
+    }
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
+        let after = self.settings.write_timeout;
+        match &mut self.conn {
+            Some(c) => c.write_all(data, after).await,
+            None => Err(OutputError::Write {
+                dest: self.dest(),
+                source: std::io::Error::new(std::io::ErrorKind::NotConnected, "not connected"),
+            }),
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), OutputError> {
+        let after = self.settings.write_timeout;
+        match &mut self.conn {
+            Some(c) => c.flush(after).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Dialer {
+    /// Connects, handshakes, starts the reader; settles first unless `trusted`.
+    async fn open(&self, trusted: bool) -> Result<Conn, OutputError> {
         let address = self.settings.address.clone();
         let connect_timeout = self.settings.connect_timeout;
         let (tcp, peer) = timeout(connect_timeout, connect_any(&address))
@@ -107,198 +410,85 @@ impl NetSink {
             })??;
         let _ = tcp.set_nodelay(true);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+        let dest = format!("{address} ({peer})");
+        let server_name = self
+            .tls
+            .as_ref()
+            .map(|t| t.server_name.to_str().into_owned());
         let stream: Box<dyn Stream> = match &self.tls {
             None => Box::new(tcp),
             Some(tls) => {
-                let server_name = tls.server_name.to_str().into_owned();
                 let handshake_timeout = self.settings.handshake_timeout;
                 let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
-                let mut s = timeout(handshake_timeout, handshake)
+                let s = timeout(handshake_timeout, handshake)
                     .await
                     .map_err(|_| OutputError::HandshakeTimeout {
-                        address: format!("{address} ({peer})"),
+                        address: dest.clone(),
                         after: handshake_timeout,
                     })?
                     .map_err(|e| OutputError::Handshake {
-                        address: format!("{address} ({peer})"),
-                        reason: explain(&e, &server_name),
+                        address: dest.clone(),
+                        reason: explain(&e, server_name.as_deref().unwrap_or_default()),
                     })?;
-                // TLS 1.3: a refused client certificate shows up as an alert after the
-                // handshake; give the server a moment to send it.
-                if !self.settings.tls_settle.is_zero() {
-                    let mut buf = [0u8; 512];
-                    match timeout(self.settings.tls_settle, s.read(&mut buf)).await {
-                        Err(_) => {}
-                        Ok(Ok(0)) => {
-                            return Err(OutputError::Handshake {
-                                address: format!("{address} ({peer})"),
-                                reason: "the server closed the connection right after the \
-                                         handshake (client certificate refused?)"
-                                    .into(),
-                            })
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            return Err(OutputError::Handshake {
-                                address: format!("{address} ({peer})"),
-                                reason: explain(&e, &server_name),
-                            })
-                        }
-                    }
-                }
                 Box::new(s)
             }
         };
+        let (reader, writer) = tokio::io::split(stream);
+        let (tx, mut ended) = watch::channel(None);
+        let closing = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(watch_peer(
+            reader,
+            tx,
+            closing.clone(),
+            self.output.clone(),
+            dest.clone(),
+            server_name,
+        ));
         let m = self.metrics.output(&self.output);
-        m.connects.inc();
         m.connections_open.add(1);
-        tracing::info!(output = %self.output, %address, %peer, tls = self.tls.is_some(), "connected");
         let now = Instant::now();
-        self.conn = Some(Conn {
-            stream,
+        let conn = Conn {
+            writer,
             fd,
-            peer,
+            tls: self.tls.is_some(),
+            dest: dest.clone(),
             opened: now,
             last_used: now,
-        });
-        Ok(())
-    }
-
-    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
-        let dest = self.dest();
-        let after = self.settings.write_timeout;
-        let Some(c) = &mut self.conn else {
-            return Err(OutputError::Write {
-                dest,
-                source: std::io::Error::new(std::io::ErrorKind::NotConnected, "not connected"),
-            });
+            ended: ended.clone(),
+            closing,
+            reader,
+            unconfirmed: Vec::new(),
+            unconfirmed_bytes: 0,
+            first_unconfirmed: None,
+            output: self.output.clone(),
+            metrics: self.metrics.clone(),
         };
-        let r = timeout(after, c.stream.write_all(data)).await;
-        c.last_used = Instant::now();
-        match r {
-            Err(_) => Err(OutputError::WriteTimeout { dest, after }),
-            Ok(Err(source)) => Err(OutputError::Write { dest, source }),
-            Ok(Ok(())) => Ok(()),
-        }
-    }
-
-    pub async fn flush(&mut self) -> Result<(), OutputError> {
-        let dest = self.dest();
-        let after = self.settings.write_timeout;
-        let Some(c) = &mut self.conn else {
-            return Ok(());
-        };
-        let fd = c.fd;
-        let r = timeout(after, async {
-            c.stream.flush().await?;
-            wait_until_acknowledged(fd).await
-        })
-        .await;
-        c.last_used = Instant::now();
-        match r {
-            Err(_) => Err(OutputError::WriteTimeout { dest, after }),
-            Ok(Err(source)) => Err(OutputError::Write { dest, source }),
-            Ok(Ok(())) => Ok(()),
-        }
-    }
-
-    /// Forgets a broken connection without the closing exchange.
-    pub fn drop_conn(&mut self) {
-        if self.conn.take().is_some() {
-            self.metrics.output(&self.output).connections_open.add(-1);
-        }
-    }
-
-    /// Graceful close: flush, close_notify, half close, read until EOF (bounded).
-    pub async fn close(&mut self) {
-        let Some(mut c) = self.conn.take() else {
-            return;
-        };
-        self.metrics.output(&self.output).connections_open.add(-1);
-        let after = self.settings.close_timeout;
-        let peer = c.peer;
-        let result = timeout(after, async {
-            c.stream.flush().await?;
-            // tokio-rustls sends close_notify, then shuts the TCP write side down.
-            c.stream.shutdown().await?;
-            let mut buf = [0u8; 4096];
-            loop {
-                if c.stream.read(&mut buf).await? == 0 {
-                    return Ok::<(), std::io::Error>(());
-                }
-            }
-        })
-        .await;
-        let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) if is_benign_close(&e) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("close timed out after {after:?} waiting for EOF")),
-        };
-        match failure {
-            None => tracing::debug!(output = %self.output, %peer, "connection closed"),
-            Some(reason) => {
-                self.metrics
-                    .output(&self.output)
-                    .error(crate::metrics::Phase::Close);
-                tracing::warn!(output = %self.output, %peer, %reason, "close: {}", OutputError::Close { dest: format!("{} ({peer})", self.settings.address), reason: reason.clone() });
+        // TLS 1.3: a refused client certificate shows up as an alert after the handshake;
+        // until this slot has seen a confirmed connection, give the server a moment to send it.
+        let settle = self.settings.tls_settle;
+        if conn.tls && !trusted && !settle.is_zero() {
+            if let Ok(Ok(end)) = timeout(settle, ended.wait_for(|e| e.is_some())).await {
+                let reason = match end.as_ref() {
+                    Some(PeerEnd::Failed { reason, .. }) => reason.clone(),
+                    _ => "the server closed the connection right after the handshake (client \
+                          certificate refused?)"
+                        .to_string(),
+                };
+                return Err(OutputError::Handshake {
+                    address: dest,
+                    reason,
+                });
             }
         }
+        m.connects.inc();
+        if trusted {
+            // A rotation (every few seconds): not worth an info line each time.
+            tracing::debug!(output = %self.output, %address, %peer, tls = conn.tls, "connected");
+        } else {
+            tracing::info!(output = %self.output, %address, %peer, tls = conn.tls, "connected");
+        }
+        Ok(conn)
     }
-}
-
-/// Waits until the peer's TCP stack acknowledged every byte written to `fd`.
-///
-/// A flush only hands bytes to the kernel: if the connection then breaks (a balancer reset,
-/// a network loss) what sat in the send queue is gone, and the batch must not have left the
-/// spool. So a batch counts as delivered only once the send queue is empty, which on Linux
-/// (`TIOCOUTQ`, i.e. `SIOCOUTQ` for a TCP socket) means sent and acknowledged. Devo's syslog
-/// endpoint sends nothing back, so this is the strongest signal short of closing. The caller
-/// bounds the wait with the write timeout; an error or a timeout resends the batch.
-async fn wait_until_acknowledged(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    let mut pause = std::time::Duration::from_micros(200);
-    loop {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: `fd` is the socket of a connection this sink still owns (the stream holding
-        // it lives in `self.conn` for the whole call), and TIOCOUTQ writes one c_int.
-        let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if queued == 0 {
-            return Ok(());
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
-    }
-}
-
-/// Servers often close without their own close_notify, or reset after ours: not a failure.
-fn is_benign_close(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::NotConnected
-    )
-}
-
-/// Polls the read side once without waiting: `Some(reason)` when the peer has closed.
-async fn probe(stream: &mut Box<dyn Stream>) -> Option<String> {
-    let mut buf = [0u8; 512];
-    poll_fn(|cx| {
-        let mut rb = ReadBuf::new(&mut buf);
-        match Pin::new(&mut **stream).poll_read(cx, &mut rb) {
-            Poll::Pending => Poll::Ready(None),
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                Poll::Ready(Some("end of stream".to_string()))
-            }
-            // Devo never sends data; ignore anything that comes.
-            Poll::Ready(Ok(())) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(e.to_string())),
-        }
-    })
-    .await
 }
 
 /// Resolves `address` and tries every address it has, in order.
@@ -326,121 +516,5 @@ async fn connect_any(address: &str) -> Result<(TcpStream, SocketAddr), OutputErr
             address: address.to_string(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-    use tokio::net::TcpListener;
-
-    fn settings(address: String, idle: Duration) -> Arc<NetSettings> {
-        Arc::new(NetSettings {
-            address,
-            tls: None,
-            connections: 1,
-            connect_timeout: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
-            close_timeout: Duration::from_secs(2),
-            tls_settle: Duration::ZERO,
-            idle_reconnect: idle,
-            max_connection_age: Duration::from_secs(3600),
-        })
-    }
-
-    fn sink(address: String, idle: Duration) -> (NetSink, Arc<Metrics>) {
-        let metrics = Arc::new(Metrics::new(&["o".to_string()]));
-        (
-            NetSink::new("o".into(), settings(address, idle), None, metrics.clone()),
-            metrics,
-        )
-    }
-
-    /// Accepts connections; each reads to EOF and reports (connection number, bytes).
-    async fn server() -> (
-        String,
-        tokio::sync::mpsc::UnboundedReceiver<(usize, Vec<u8>)>,
-    ) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            for n in 0.. {
-                let Ok((mut s, _)) = l.accept().await else {
-                    return;
-                };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut data = Vec::new();
-                    let _ = s.read_to_end(&mut data).await;
-                    let _ = s.shutdown().await;
-                    let _ = tx.send((n, data));
-                });
-            }
-        });
-        (addr, rx)
-    }
-
-    #[tokio::test]
-    async fn idle_connection_is_closed_gracefully_and_replaced() {
-        let (addr, mut rx) = server().await;
-        let (mut s, metrics) = sink(addr, Duration::from_millis(50));
-        s.before_batch().await.unwrap();
-        s.write_all(b"one\n").await.unwrap();
-        s.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        // Idle past the limit: the first connection is closed (the server sees EOF) first.
-        s.before_batch().await.unwrap();
-        let (n, data) = rx.recv().await.unwrap();
-        assert_eq!((n, data.as_slice()), (0, &b"one\n"[..]));
-        s.write_all(b"two\n").await.unwrap();
-        s.flush().await.unwrap();
-        s.close().await;
-        let (n, data) = rx.recv().await.unwrap();
-        assert_eq!((n, data.as_slice()), (1, &b"two\n"[..]));
-        assert_eq!(metrics.output("o").connects.get(), 2);
-        assert_eq!(metrics.output("o").connections_open.get(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_server_closed_is_not_written_to() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let (mut s, metrics) = sink(addr, Duration::from_secs(30));
-        let accept = tokio::spawn(async move {
-            let (first, _) = l.accept().await.unwrap();
-            drop(first); // the server hangs up at once
-            let (mut second, _) = l.accept().await.unwrap();
-            let mut data = Vec::new();
-            second.read_to_end(&mut data).await.unwrap();
-            data
-        });
-        s.before_batch().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // The probe sees the EOF and reconnects before the batch is written.
-        s.before_batch().await.unwrap();
-        s.write_all(b"kept\n").await.unwrap();
-        s.flush().await.unwrap();
-        s.close().await;
-        assert_eq!(accept.await.unwrap(), b"kept\n");
-        assert_eq!(metrics.output("o").connects.get(), 2);
-    }
-
-    #[tokio::test]
-    async fn connect_errors_name_the_phase_and_address() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let (mut s, _) = sink(format!("127.0.0.1:{port}"), Duration::from_secs(30));
-        let e = s.before_batch().await.unwrap_err();
-        assert_eq!(e.phase(), crate::metrics::Phase::Connect);
-        assert!(
-            e.to_string()
-                .starts_with(&format!("connect to 127.0.0.1:{port}")),
-            "{e}"
-        );
     }
 }
