@@ -299,3 +299,49 @@ async fn a_batch_refused_beyond_repair_is_a_clear_error_and_keeps_its_message() 
         "a token reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_waiting_for_the_relays_limits_stops_on_sigterm() {
+    // No relay and no AWS call before the limits are known: the queue URL is never used.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nurl = \"http://127.0.0.1:{port}\"\n\n[[inputs]]\nname = \"test\"\n\
+             base_url = \"http://127.0.0.1:9/queue\"\nregion = \"us-east-1\"\ntag = \"{TAG}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut collector = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_sluice")),
+        &config,
+        "collector",
+    );
+    let waiting = wait_for(Duration::from_secs(30), || {
+        !collector
+            .stderr
+            .matching(&["relay limits unavailable, will retry"])
+            .is_empty()
+    })
+    .await;
+    assert!(waiting, "the collector did not wait for the relay");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &collector.child.id().to_string()])
+        .status();
+    let mut status = None;
+    let stopped = wait_for(Duration::from_secs(20), || {
+        status = collector.child.try_wait().ok().flatten();
+        status.is_some()
+    })
+    .await;
+    assert!(
+        stopped,
+        "the collector did not stop while waiting for the relay"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+}
