@@ -314,36 +314,12 @@ impl Forwarder {
             tracing::warn!(input, status, reason = %reason, resplits = part.resplits, "batch refused again after re-splits; giving up on it");
             return Ok(None);
         }
-        let fresh = match self.fetch_limits(&self.shutdown).await {
-            None => return Err(ForwardError::Shutdown),
-            Some(Ok(l)) => l,
-            Some(Err(e)) => {
-                tracing::warn!(input, status, reason = %reason, error = %e, "batch refused and the relay's limits unknown; cannot re-split it");
-                return Ok(None);
-            }
-        };
-        let agreed = match Agreed::new(fresh) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(input, status, reason = %reason, error = %e, "batch refused; no batch fits the relay's limits");
-                return Ok(None);
-            }
+        let Some(agreed) = self.refreshed_limits(input, *status, reason).await? else {
+            return Ok(None);
         };
         if drop_line.is_none() && part.split_under == Some(agreed) {
-            tracing::warn!(input, status, reason = %reason, limits = ?fresh, "the relay refuses a batch cut within the limits it announces; giving up on it");
+            tracing::warn!(input, status, reason = %reason, limits = ?agreed.relay, "the relay refuses a batch cut within the limits it announces; giving up on it");
             return Ok(None);
-        }
-        if agreed != self.limits() {
-            tracing::warn!(
-                input,
-                relay_max_event_bytes = fresh.max_event_bytes,
-                relay_max_batch_bytes = fresh.max_batch_bytes,
-                relay_max_body_bytes = fresh.max_body_bytes,
-                event_cap = agreed.event_bytes,
-                batch_cap = agreed.batch_bytes,
-                "the relay's limits changed since start-up"
-            );
-            self.set_limits(agreed);
         }
         let body = part.batch.body.clone();
         let level = self.level;
@@ -385,6 +361,44 @@ impl Forwarder {
                 })
                 .collect(),
         ))
+    }
+
+    /// The relay's caps, fetched again after a refusal (and kept when they changed). None when
+    /// they cannot be known or leave no room: the refused batch cannot be re-split.
+    async fn refreshed_limits(
+        &self,
+        input: &str,
+        status: u16,
+        reason: &str,
+    ) -> Result<Option<Agreed>, ForwardError> {
+        let fresh = match self.fetch_limits(&self.shutdown).await {
+            None => return Err(ForwardError::Shutdown),
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                tracing::warn!(input, status, reason = %reason, error = %e, "batch refused and the relay's limits unknown; cannot re-split it");
+                return Ok(None);
+            }
+        };
+        let agreed = match Agreed::new(fresh) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(input, status, reason = %reason, error = %e, "batch refused; no batch fits the relay's limits");
+                return Ok(None);
+            }
+        };
+        if agreed != self.limits() {
+            tracing::warn!(
+                input,
+                relay_max_event_bytes = fresh.max_event_bytes,
+                relay_max_batch_bytes = fresh.max_batch_bytes,
+                relay_max_body_bytes = fresh.max_body_bytes,
+                event_cap = agreed.event_bytes,
+                batch_cap = agreed.batch_bytes,
+                "the relay's limits changed since start-up"
+            );
+            self.set_limits(agreed);
+        }
+        Ok(Some(agreed))
     }
 
     fn count_resplit(&self, input: &str, status: u16, split: &crate::limits::Resplit) {
