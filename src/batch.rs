@@ -1,6 +1,10 @@
 //! Batch stage: collects tagged events into gzip batches cut by count, bytes and age, and
 //! hands each finished batch to the forward stage over a bounded channel.
 //!
+//! The byte cut comes before the event that would take the batch over `max_bytes`, so a batch
+//! never holds more than `max(max_bytes, one line)`: with `max_bytes` and the event cap fitted to
+//! the relay's limits at start-up, every batch fits them.
+//!
 //! Runs on the processor's blocking thread. When the channel is full it blocks, which is the
 //! backpressure that slows reading when the relay is slow. A batch never mixes objects: the
 //! last batch of an object is sent when the object ends, so confirmations map to objects.
@@ -49,6 +53,15 @@ impl Batcher {
 
 impl EventSink for Batcher {
     fn emit(&mut self, tag: &str, message: &[u8]) -> Result<(), SinkError> {
+        // `TAG SP MESSAGE LF`
+        let line = (tag.len() + message.len() + 2) as u64;
+        if self
+            .encoder
+            .as_ref()
+            .is_some_and(|(e, _)| !e.is_empty() && e.raw_bytes() + line > self.settings.max_bytes)
+        {
+            self.flush()?;
+        }
         let level = self.settings.compression_level;
         let (encoder, started) = self
             .encoder
@@ -86,6 +99,32 @@ mod tests {
         let counts: Vec<u64> =
             std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.events)).collect();
         assert_eq!(counts, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn cuts_before_the_event_that_would_overflow() {
+        let (tx, mut rx) = mpsc::channel(100);
+        let settings = BatchSettings {
+            max_events: 1000,
+            max_bytes: 100,
+            max_age: Duration::from_secs(60),
+            compression_level: 1,
+        };
+        let mut b = Batcher::new(settings, tx);
+        // Lines of 4 + 26 + 1 = 30 bytes: three fit in 100, the fourth would overflow.
+        for _ in 0..7 {
+            b.emit("a.b", &[b'x'; 25]).unwrap();
+        }
+        // One line longer than max_bytes goes alone.
+        b.emit("a.b", &[b'y'; 300]).unwrap();
+        b.emit("a.b", &[b'x'; 25]).unwrap();
+        b.flush().unwrap();
+        let sizes: Vec<(u64, u64)> =
+            std::iter::from_fn(|| rx.try_recv().ok().map(|b| (b.events, b.raw_bytes))).collect();
+        assert_eq!(sizes, vec![(3, 90), (3, 90), (1, 30), (1, 305), (1, 30)]);
+        for (_, raw) in sizes {
+            assert!(raw <= 305, "never over max(max_bytes, one line)");
+        }
     }
 
     #[test]

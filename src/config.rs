@@ -451,6 +451,61 @@ impl Settings {
     }
 }
 
+/// A setting lowered to fit the relay's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clamped {
+    /// The key, as written (`batch.max_bytes`, `inputs.NAME.max_event_bytes`).
+    pub key: String,
+    /// The configured (or default) value.
+    pub from: u64,
+    /// The value used.
+    pub to: u64,
+}
+
+impl Settings {
+    /// Fits the configuration to the caps agreed with the relay (docs/channel.md, "Limits").
+    /// Keys that are safe to lower are lowered, each returned for a warning:
+    /// `batch.max_bytes` (smaller batches only) and every `max_event_bytes` (over-long events
+    /// then meet the input's `oversize` rule at the relay's cap, counted). A key that can
+    /// never fit is refused, naming it: a static `tag` longer than the relay's tag cap.
+    pub fn apply_limits(
+        &mut self,
+        agreed: &crate::limits::Agreed,
+    ) -> Result<Vec<Clamped>, ConfigError> {
+        let mut clamped = Vec::new();
+        let max_tag = usize::try_from(agreed.relay.max_tag_bytes).unwrap_or(usize::MAX);
+        for input in &self.inputs {
+            if let Some((key, len)) = input.processing.static_tag_over(max_tag) {
+                return Err(invalid(
+                    format!("inputs.{}.{key}", input.name),
+                    format!(
+                        "{len} bytes, longer than the relay's tag cap ({max_tag}): no event under it could be delivered"
+                    ),
+                ));
+            }
+        }
+        if self.batch.max_bytes > agreed.batch_bytes {
+            clamped.push(Clamped {
+                key: "batch.max_bytes".into(),
+                from: self.batch.max_bytes,
+                to: agreed.batch_bytes,
+            });
+            self.batch.max_bytes = agreed.batch_bytes;
+        }
+        let cap = usize::try_from(agreed.event_bytes).unwrap_or(usize::MAX);
+        for input in &mut self.inputs {
+            for (key, from) in input.processing.clamp_max_event_bytes(cap) {
+                clamped.push(Clamped {
+                    key: format!("inputs.{}.{key}", input.name),
+                    from: from as u64,
+                    to: cap as u64,
+                });
+            }
+        }
+        Ok(clamped)
+    }
+}
+
 /// Checks `value` against SQS's range and warns when it is outside Devo's narrower one.
 fn ranged(
     input: &str,
@@ -755,6 +810,51 @@ tag = "cloud.aws.cloudtrail.events"
     fn disabled_inputs_are_skipped() {
         let text = format!("{MINIMAL}enabled = false\n");
         assert!(Settings::parse(&text, "t").is_err()); // no enabled input left
+    }
+
+    #[test]
+    fn limits_lower_what_is_safe_to_lower_and_refuse_what_never_fits() {
+        use crate::limits::Agreed;
+        use sluice_relay::protocol::ChannelLimits;
+        let text = format!(
+            "{MINIMAL}max_event_bytes = 2000000\n[[inputs.selectors]]\nkey = 'x'\nmax_event_bytes = 10\n\
+             [batch]\nmax_bytes = 900000000\n"
+        );
+        let mut s = Settings::parse(&text, "t").unwrap();
+        let agreed = Agreed::new(ChannelLimits {
+            max_event_bytes: 65_536,
+            ..ChannelLimits::V1_DEFAULTS
+        })
+        .unwrap();
+        let clamped = s.apply_limits(&agreed).unwrap();
+        assert_eq!(
+            clamped,
+            vec![
+                Clamped {
+                    key: "batch.max_bytes".into(),
+                    from: 900_000_000,
+                    to: agreed.batch_bytes
+                },
+                Clamped {
+                    key: "inputs.cloudtrail.max_event_bytes".into(),
+                    from: 2_000_000,
+                    to: 65_536
+                },
+            ]
+        );
+        assert!(crate::limits::gzip_bound(s.batch.max_bytes) <= 16 << 20);
+        assert!(s.apply_limits(&agreed).unwrap().is_empty(), "idempotent");
+        // Defaults that fit stay as they are.
+        let mut s = Settings::parse(MINIMAL, "t").unwrap();
+        let defaults = Agreed::new(ChannelLimits::V1_DEFAULTS).unwrap();
+        assert!(s.apply_limits(&defaults).unwrap().is_empty());
+        assert_eq!(s.batch.max_bytes, 1 << 20);
+        // A static tag the relay can never take is refused by name.
+        let long = format!("my.app.{}", "x".repeat(300));
+        let text = MINIMAL.replace("cloud.aws.cloudtrail.events", &long);
+        let mut s = Settings::parse(&text, "t").unwrap();
+        let err = s.apply_limits(&defaults).unwrap_err().to_string();
+        assert!(err.starts_with("inputs.cloudtrail.tag:"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`decompress`]: object bytes → decompressed bytes (by magic bytes);
 //! - [`processor`]: decompressed bytes → tagged events;
 //! - [`batch`]: events → gzip batches;
-//! - [`forward`]: batches → relay confirmations;
+//! - [`forward`]: batches → relay confirmations (a refused batch re-split, see [`limits`]);
+//! - [`limits`]: the caps agreed with the relay, and the re-split of a refused batch;
 //! - [`ack`]: deletes of confirmed messages (batched);
 //! - [`ledger`]: objects already delivered (optional, cuts duplicates);
 //! - [`metrics`]: Prometheus counters.
@@ -25,6 +26,7 @@ pub mod decompress;
 pub mod fetch;
 pub mod forward;
 pub mod ledger;
+pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod notification;

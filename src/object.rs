@@ -183,6 +183,8 @@ async fn split_and_forward(
     pump: Option<&tokio::task::JoinHandle<()>>,
 ) -> Result<ObjectStats, ObjectError> {
     let (batch_tx, mut batch_rx) = mpsc::channel(BATCHES_QUEUED);
+    // A batch the relay refuses is re-split by this rule (forward.rs).
+    let oversize = spec.oversize;
     let spec = spec.clone();
     let settings = job.batch;
     let (bucket, key) = (bucket.to_string(), key.to_string());
@@ -218,7 +220,11 @@ async fn split_and_forward(
             );
             continue;
         }
-        if let Err(e) = job.forwarder.deliver(job.input, &batch).await {
+        if let Err(e) = job
+            .forwarder
+            .deliver_with(job.input, oversize, &batch)
+            .await
+        {
             forward_error = Some(e);
             if let Some(pump) = pump {
                 pump.abort();

@@ -2,6 +2,9 @@
 //! message, within a process-wide cap on messages in flight; shutdown stops intake first,
 //! lets in-flight messages finish up to a deadline, then cuts what is left.
 //!
+//! Before polling, it agrees on limits with the relay (`GET /v1/limits`, retried while the
+//! relay is away) and fits the configuration to them (`Settings::apply_limits`).
+//!
 //! Delivery decisions live in `message`; this module only schedules.
 
 use std::sync::Arc;
@@ -23,6 +26,10 @@ use crate::metrics;
 pub enum StartError {
     #[error("relay: {0}")]
     Relay(#[from] sluice_relay::client::ClientError),
+    #[error("relay limits: {0}")]
+    Limits(#[from] crate::limits::NoRoom),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
     #[error("metrics listener on {address}: {source}")]
@@ -34,7 +41,7 @@ pub enum StartError {
 }
 
 /// Runs until `shutdown` fires, then drains within the configured deadline.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
     // Fired at the shutdown deadline: interrupts retries and in-flight objects.
     let hard_stop = CancellationToken::new();
     let client = Arc::new(ChannelClient::new(
@@ -45,11 +52,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             .map(|t| t.expose().to_string()),
         settings.relay_timeout,
     )?);
-    let forwarder = Arc::new(Forwarder::new(
-        client,
-        &settings.collector_id,
-        hard_stop.clone(),
-    ));
+    let forwarder = Arc::new(
+        Forwarder::new(client, &settings.collector_id, hard_stop.clone())
+            .with_compression_level(settings.batch.compression_level),
+    );
     if let Some(address) = &settings.metrics_address {
         let bound = metrics::serve(address, hard_stop.clone())
             .await
@@ -58,6 +64,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 source,
             })?;
         tracing::info!(address = %bound, "metrics listening");
+    }
+    if !agree_limits(&mut settings, &forwarder, &shutdown).await? {
+        hard_stop.cancel();
+        tracing::info!("stopped before the relay's limits were known");
+        return Ok(());
     }
     let in_flight = Arc::new(Semaphore::new(settings.max_messages_in_flight));
     let tracker = TaskTracker::new();
@@ -116,6 +127,39 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     hard_stop.cancel();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Learns the relay's caps (retrying while it is unreachable), fits the configuration to them
+/// and logs the agreed limits once. False when `shutdown` came first. A dry run (every input
+/// `do_not_send`) asks no relay: it fits the channel's v1 defaults.
+async fn agree_limits(
+    settings: &mut Settings,
+    forwarder: &Forwarder,
+    shutdown: &CancellationToken,
+) -> Result<bool, StartError> {
+    let relay = if settings.inputs.iter().all(|i| i.do_not_send) {
+        sluice_relay::protocol::ChannelLimits::V1_DEFAULTS
+    } else {
+        match forwarder.fetch_limits(shutdown).await {
+            None => return Ok(false),
+            Some(result) => result?,
+        }
+    };
+    let agreed = crate::limits::Agreed::new(relay)?;
+    for c in settings.apply_limits(&agreed)? {
+        tracing::warn!(key = %c.key, configured = c.from, used = c.to, "lowered to fit the relay's limits");
+    }
+    forwarder.set_limits(agreed);
+    tracing::info!(
+        relay_max_body_bytes = relay.max_body_bytes,
+        relay_max_batch_bytes = relay.max_batch_bytes,
+        relay_max_event_bytes = relay.max_event_bytes,
+        relay_max_tag_bytes = relay.max_tag_bytes,
+        batch_max_bytes = settings.batch.max_bytes,
+        event_cap = agreed.event_bytes,
+        "limits agreed with the relay"
+    );
+    Ok(true)
 }
 
 /// Resolves the poison-message policy: the configured threshold, else off when the queue has

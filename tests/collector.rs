@@ -21,6 +21,21 @@ fn counted(lines: &Lines) -> BTreeMap<String, usize> {
     seen
 }
 
+/// Waits until the collector handled moto's s3:TestEvent and deleted it: it polls, and the
+/// queue holds only what the test puts next.
+async fn took_the_test_event(collector: &Proc, wired: &Wired) {
+    let handled = wait_for(Duration::from_secs(30), || {
+        !collector.stderr.matching(&["s3:TestEvent"]).is_empty()
+    })
+    .await;
+    assert!(handled, "no s3:TestEvent handled");
+    assert!(
+        wired.wait_empty(Duration::from_secs(20)).await,
+        "queue not empty: {:?}",
+        wired.depth().await
+    );
+}
+
 fn numbered(prefix: &str, n: usize) -> Vec<u8> {
     (0..n)
         .map(|i| format!("{prefix} {i}\n"))
@@ -43,7 +58,8 @@ async fn heartbeat_keeps_a_slow_message_invisible_until_done() {
         "max_events = 1",
         "sqs_visibility_timeout = 2",
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The s3:TestEvent is handled and gone, so a visible message below can only be ours.
+    took_the_test_event(&collector, &wired).await;
     wired.put("slow.log", numbered("slow", 5)).await;
 
     let mut ever_visible = false;
@@ -63,9 +79,13 @@ async fn heartbeat_keeps_a_slow_message_invisible_until_done() {
         !ever_visible,
         "the message became visible while it was being processed"
     );
-    assert!(wired.wait_empty(Duration::from_secs(20)).await);
-    // A redelivery would have sent lines again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing more can arrive: a redelivery would have sent lines again.
+    assert!(
+        settled(&wired, &collector, None, Duration::from_secs(20)).await,
+        "not settled: queue {:?}, collector (received, handled) {:?}",
+        wired.depth().await,
+        collector_messages(&collector)
+    );
     assert!(
         counted(&relay.lines).values().all(|&n| n == 1),
         "{:?}",
@@ -209,7 +229,7 @@ async fn sigterm_mid_work_exits_cleanly_and_deletes_nothing_unconfirmed() {
     let relay = SlowRelay::start(Duration::from_secs(1));
     let mut collector =
         start_collector_with(dir.path(), &moto, &wired, relay.port, "max_events = 1", "");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    took_the_test_event(&collector, &wired).await;
     wired.put("long.log", numbered("long", 30)).await;
     assert!(
         wait_for(Duration::from_secs(30), || !relay

@@ -59,13 +59,13 @@ async fn three_objects_arrive_exactly_once_and_queue_empties() {
     })
     .await;
     assert!(arrived, "got {:?}", messages(&relay));
+    // Nothing more can arrive (queue empty, every message handled, the relay printed all it
+    // took): no redelivery, no duplicate.
     assert!(
-        wired.wait_empty(Duration::from_secs(10)).await,
-        "queue not empty: {:?}",
+        settled(&wired, &collector, Some(&relay), Duration::from_secs(20)).await,
+        "not settled: queue {:?}",
         wired.depth().await
     );
-    // Nothing more arrives later (no redelivery, no duplicate).
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(messages(&relay), expected);
     assert!(collector.alive());
     assert!(collector.terminate().success());
@@ -77,28 +77,70 @@ async fn relay_down_then_up_loses_nothing() {
     let wired = wire(&moto, "down").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _collector = start_collector(dir.path(), &moto, &wired, port, "");
+    let collector = start_collector(dir.path(), &moto, &wired, port, "");
     wired.put("a.log", b"first\nsecond\n".to_vec()).await;
     wired.put("b.log", gzip(b"third\n")).await;
 
-    // The collector keeps retrying and deletes nothing while the relay is away.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // No relay: the collector waits for its limits before it takes any message.
+    let waiting = wait_for(Duration::from_secs(30), || {
+        !collector
+            .stderr
+            .matching(&["relay limits unavailable, will retry"])
+            .is_empty()
+    })
+    .await;
+    assert!(waiting, "the collector did not wait for the relay");
     let (visible, in_flight) = wired.depth().await;
     assert!(
-        visible + in_flight >= 2,
-        "messages deleted without a relay: {visible} {in_flight}"
+        visible >= 2 && in_flight == 0,
+        "messages taken without a relay: {visible} {in_flight}"
     );
 
     let relay = start_relay(dir.path(), port, "");
-    let expected = expect_lines(&["first", "second", "third"]);
     let arrived = wait_for(Duration::from_secs(60), || messages(&relay).len() >= 3).await;
     assert!(arrived, "got {:?}", messages(&relay));
     assert!(
-        wired.wait_empty(Duration::from_secs(10)).await,
-        "queue not empty: {:?}",
+        settled(&wired, &collector, Some(&relay), Duration::from_secs(20)).await,
+        "not settled: queue {:?}",
         wired.depth().await
     );
-    assert_eq!(messages(&relay), expected);
+    assert_eq!(
+        messages(&relay),
+        expect_lines(&["first", "second", "third"])
+    );
+
+    // The relay dies (SIGKILL) while the collector runs: the next object's batch is retried
+    // and its message kept until a relay on the same spool confirms it.
+    let mut relay = relay;
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+    let printed = relay.stdout.snapshot().len();
+    wired.put("c.log", b"fourth\n".to_vec()).await;
+    let retrying = wait_for(Duration::from_secs(30), || {
+        !collector
+            .stderr
+            .matching(&["relay not confirming, will retry"])
+            .is_empty()
+    })
+    .await;
+    assert!(retrying, "the collector did not retry the batch");
+    let (visible, in_flight) = wired.depth().await;
+    assert_eq!(
+        visible + in_flight,
+        1,
+        "the unconfirmed message was deleted"
+    );
+    let relay = start_relay(dir.path(), port, "");
+    let arrived = wait_for(Duration::from_secs(60), || {
+        messages(&relay).contains_key("fourth")
+    })
+    .await;
+    assert!(arrived, "got {:?} after {printed} lines", messages(&relay));
+    assert!(
+        settled(&wired, &collector, Some(&relay), Duration::from_secs(20)).await,
+        "not settled: queue {:?}",
+        wired.depth().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,24 +157,28 @@ async fn ack_messages_false_keeps_the_message() {
         port,
         "ack_messages = false\nsqs_visibility_timeout = 3",
     );
-    // Let the collector take moto's s3:TestEvent first, so the one message we count is ours.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The collector took moto's s3:TestEvent: it polls.
+    let polling = wait_for(Duration::from_secs(30), || {
+        !collector.stderr.matching(&["s3:TestEvent"]).is_empty()
+    })
+    .await;
+    assert!(polling, "no s3:TestEvent handled");
     wired.put("keep.log", b"kept line\n".to_vec()).await;
     let arrived = wait_for(Duration::from_secs(30), || {
         messages(&relay).contains_key("kept line")
     })
     .await;
     assert!(arrived);
-    // Stop the collector so the message rests in the queue, then watch it come back visible.
+    // Stop the collector so the message rests in the queue, then watch it come back visible:
+    // ours, the one announcing keep.log (the s3:TestEvent is kept too).
     assert!(collector.terminate().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut back = false;
-    for _ in 0..100 {
-        let (visible, _) = wired.depth().await;
-        if visible >= 1 {
-            back = true;
-            break;
+    while !back && std::time::Instant::now() < deadline {
+        back = wired.peek().await.iter().any(|b| b.contains("keep.log"));
+        if !back {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         back,
@@ -142,13 +188,13 @@ async fn ack_messages_false_keeps_the_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_object_and_refused_batch_are_clear_errors() {
+async fn missing_object_is_a_clear_error_and_a_line_over_the_relays_cap_is_cut_to_it() {
     let moto = Moto::start();
     let wired = wire(&moto, "errors").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    // The relay refuses events over 1 KiB; the collector allows 1 MiB, so a 4 KiB line is
-    // sent and refused.
+    // The relay takes events of 1 KiB at most; the collector allows 1 MiB, so its cap is
+    // lowered to the relay's at start and a 4 KiB line arrives cut to 1 KiB, not refused.
     let mut relay = start_relay(dir.path(), port, "[limits]\nmax_event_bytes = 1024\n");
     let mut collector = start_collector(dir.path(), &moto, &wired, port, "");
 
@@ -175,23 +221,47 @@ async fn missing_object_and_refused_batch_are_clear_errors() {
     })
     .await;
     assert!(missing, "no error line for the missing object");
-    let refused = wait_for(Duration::from_secs(30), || {
-        !collector
+    let arrived = wait_for(Duration::from_secs(30), || {
+        let m = messages(&relay);
+        m.contains_key("still flows") && m.contains_key(&long[..1024])
+    })
+    .await;
+    assert!(
+        arrived,
+        "got {:?}",
+        messages(&relay).keys().map(|k| k.len()).collect::<Vec<_>>()
+    );
+    assert!(
+        settled(&wired, &collector, Some(&relay), Duration::from_secs(20)).await,
+        "not settled: queue {:?}",
+        wired.depth().await
+    );
+    assert_eq!(
+        messages(&relay),
+        expect_lines(&["still flows", &long[..1024]])
+    );
+    assert_eq!(
+        collector
             .stderr
-            .matching(&["ERROR", &wired.queue_url, "errors", "huge.log", "refused"])
-            .is_empty()
-    })
-    .await;
-    assert!(refused, "no error line for the refused batch");
-    let fine = wait_for(Duration::from_secs(30), || {
-        messages(&relay).contains_key("still flows")
-    })
-    .await;
-    assert!(fine, "the good object did not arrive");
-    // Exactly one error line per failure so far (the refused message retries after a
-    // backoff longer than this test has run).
+            .matching(&[
+                "lowered to fit the relay's limits",
+                "inputs.test.max_event_bytes"
+            ])
+            .len(),
+        1
+    );
+    assert_eq!(
+        metric_sum(
+            &collector.metrics_text(),
+            "sluice_events_truncated_total",
+            &[("input", "test")]
+        ),
+        1
+    );
+    // One error line for the missing object (deleted: it never comes back), none for the
+    // long line.
     assert_eq!(collector.stderr.matching(&["ERROR", "gone.log"]).len(), 1);
-    assert_eq!(collector.stderr.matching(&["ERROR", "huge.log"]).len(), 1);
+    assert!(collector.stderr.matching(&["ERROR", "huge.log"]).is_empty());
     assert!(collector.alive() && relay.alive());
 }
 

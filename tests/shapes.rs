@@ -51,9 +51,15 @@ fn once(expected: &[(&str, &str)]) -> BTreeMap<(String, String), usize> {
     map
 }
 
-/// Waits until every expected line arrived and the queue is empty, then checks that nothing
-/// else and nothing twice arrived, not even a second later (no redelivery).
-async fn settle(relay: &Proc, wired: &Wired, expected: &BTreeMap<(String, String), usize>) {
+/// Waits until every expected line arrived and nothing more can arrive (queue empty, every
+/// received message handled, everything the relay accepted printed), then checks that nothing
+/// else and nothing twice arrived (no redelivery).
+async fn settle(
+    relay: &Proc,
+    collector: &Proc,
+    wired: &Wired,
+    expected: &BTreeMap<(String, String), usize>,
+) {
     let total: usize = expected.values().sum();
     let arrived = wait_for(Duration::from_secs(25), || {
         devo(relay).values().sum::<usize>() >= total
@@ -61,11 +67,11 @@ async fn settle(relay: &Proc, wired: &Wired, expected: &BTreeMap<(String, String
     .await;
     assert!(arrived, "expected {expected:#?}\ngot {:#?}", devo(relay));
     assert!(
-        wired.wait_empty(Duration::from_secs(10)).await,
-        "queue not empty: {:?}",
-        wired.depth().await
+        settled(wired, collector, Some(relay), Duration::from_secs(20)).await,
+        "not settled: queue {:?}, collector (received, handled) {:?}",
+        wired.depth().await,
+        collector_messages(collector)
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(&devo(relay), expected);
     assert_eq!(wired.depth().await, (0, 0));
 }
@@ -207,7 +213,7 @@ async fn s3_through_sns(raw: bool) {
         (TAG, "sns two"),
         (TAG, "odd key behind sns"),
     ]);
-    settle(&relay, &wired, &expected).await;
+    settle(&relay, &collector, &wired, &expected).await;
     assert!(collector.terminate().success());
 }
 
@@ -328,7 +334,7 @@ async fn eventbridge_object_created_keys_as_given_then_decoded() {
         (TAG, "space object"),
         (TAG, "found by its decoded key"),
     ]);
-    settle(&relay, &wired, &expected).await;
+    settle(&relay, &collector, &wired, &expected).await;
     assert_eq!(
         collector
             .stderr
@@ -418,7 +424,7 @@ async fn crowdstrike_fdr_batch_delivers_every_listed_file() {
             r#"{"aid":"a2","ComputerName":"host-2","Version":"Ubuntu 24.04"}"#,
         ),
     ]);
-    settle(&relay, &wired, &expected).await;
+    settle(&relay, &collector, &wired, &expected).await;
     assert_eq!(
         collector
             .stderr
@@ -490,6 +496,6 @@ async fn cloudtrail_sns_message_delivers_both_objects_record_by_record() {
             second[0],
         ),
     ]);
-    settle(&relay, &wired, &expected).await;
+    settle(&relay, &collector, &wired, &expected).await;
     assert!(collector.terminate().success());
 }

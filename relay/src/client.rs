@@ -1,5 +1,6 @@
 //! The producer's side of the channel: POSTs finished batches to a relay and classifies the
-//! answer as confirmed, retryable (with the relay's `Retry-After`) or refused.
+//! answer as confirmed, retryable (with the relay's `Retry-After`) or refused; reads the caps
+//! the relay applies (`GET /v1/limits`, the documented defaults when the relay predates it).
 //!
 //! It keeps a few idle keep-alive connections and opens more on demand. It does not retry by
 //! itself: the caller owns the retry loop, so it can stop on shutdown and count attempts.
@@ -15,7 +16,8 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::protocol::{
-    EncodedBatch, BATCHES_PATH, CONTENT_TYPE, EVENTS_HEADER, IDEMPOTENCY_HEADER,
+    ChannelLimits, EncodedBatch, BATCHES_PATH, CONTENT_TYPE, EVENTS_HEADER, IDEMPOTENCY_HEADER,
+    LIMITS_PATH,
 };
 
 /// Where a relay listens.
@@ -83,6 +85,10 @@ pub enum ClientError {
         status: u16,
         reason: String,
     },
+    /// The peer answered 200 with something that is not the channel's answer (not a sluice
+    /// relay, or a broken one): asking again cannot help.
+    #[error("relay {endpoint} gave an answer that is not the channel's: {reason}")]
+    BadAnswer { endpoint: String, reason: String },
 }
 
 impl ClientError {
@@ -110,6 +116,13 @@ pub struct Confirmation {
     pub events: u64,
     /// True when the relay had stored this idempotency key before.
     pub duplicate: bool,
+}
+
+/// A whole answer.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Bytes,
 }
 
 /// A channel client. Cheap to share behind an `Arc`.
@@ -151,22 +164,83 @@ impl ChannelClient {
     }
 
     async fn exchange(&self, key: &str, batch: &EncodedBatch) -> Result<Confirmation, ClientError> {
+        let request = Request::post(BATCHES_PATH)
+            .header(hyper::header::CONTENT_ENCODING, "gzip")
+            .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(IDEMPOTENCY_HEADER, key)
+            .header(EVENTS_HEADER, batch.events);
+        let answer = self.round_trip(request, batch.body.clone()).await?;
+        if answer.status != StatusCode::OK {
+            return Err(self.failure(&answer));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        Ok(Confirmation {
+            events: json
+                .get("events")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(batch.events),
+            duplicate: json
+                .get("duplicate")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        })
+    }
+
+    /// Asks the relay for the caps it applies to batches (`GET /v1/limits`). A relay without
+    /// the endpoint (404) applies the documented defaults, [`ChannelLimits::V1_DEFAULTS`].
+    /// Errors are classified like a batch's: unreachable and busy are retryable.
+    pub async fn limits(&self) -> Result<ChannelLimits, ClientError> {
+        match tokio::time::timeout(self.timeout, self.fetch_limits()).await {
+            Ok(result) => result,
+            Err(_) => Err(self.unreachable(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    async fn fetch_limits(&self) -> Result<ChannelLimits, ClientError> {
+        let answer = self
+            .round_trip(Request::get(LIMITS_PATH), Bytes::new())
+            .await?;
+        match answer.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(ChannelLimits::V1_DEFAULTS),
+            _ => return Err(self.failure(&answer)),
+        }
+        let bad = |reason: String| ClientError::BadAnswer {
+            endpoint: self.endpoint.to_string(),
+            reason,
+        };
+        let limits: ChannelLimits = serde_json::from_slice(&answer.body)
+            .map_err(|e| bad(format!("{LIMITS_PATH} is not a limits object: {e}")))?;
+        for (name, v) in [
+            ("max_body_bytes", limits.max_body_bytes),
+            ("max_batch_bytes", limits.max_batch_bytes),
+            ("max_event_bytes", limits.max_event_bytes),
+            ("max_tag_bytes", limits.max_tag_bytes),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("{LIMITS_PATH}: {name} is 0")));
+            }
+        }
+        Ok(limits)
+    }
+
+    /// Sends one request (host and token added) and reads its whole answer.
+    async fn round_trip(
+        &self,
+        request: hyper::http::request::Builder,
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
         let mut sender = self.connection().await?;
         let host = match &self.endpoint {
             Endpoint::Tcp { authority } => authority.as_str(),
             Endpoint::Unix { .. } => "localhost",
         };
-        let mut request = Request::post(BATCHES_PATH)
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::CONTENT_ENCODING, "gzip")
-            .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(IDEMPOTENCY_HEADER, key)
-            .header(EVENTS_HEADER, batch.events);
+        let mut request = request.header(hyper::header::HOST, host);
         if let Some(token) = &self.token {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
-            .body(Full::new(batch.body.clone()))
+            .body(Full::new(body))
             .map_err(|e| self.unreachable(e.to_string()))?;
         let response = sender
             .send_request(request)
@@ -184,43 +258,45 @@ impl ChannelClient {
             .await
             .map_err(|e| self.unreachable(e.to_string()))?
             .to_bytes();
-        // The exchange completed: the connection can serve the next batch.
+        // The exchange completed: the connection can serve the next request.
         self.give_back(sender);
-        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let reason = answer
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    /// The error a non-200 answer stands for.
+    fn failure(&self, answer: &Answer) -> ClientError {
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let reason = json
             .get("error")
             .and_then(|e| e.as_str())
             .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&answer.body)
+                    .chars()
+                    .take(200)
+                    .collect()
+            });
         let endpoint = self.endpoint.to_string();
-        match status {
-            StatusCode::OK => Ok(Confirmation {
-                events: answer
-                    .get("events")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(batch.events),
-                duplicate: answer
-                    .get("duplicate")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false),
-            }),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                Err(ClientError::Busy {
-                    endpoint,
-                    status: status.as_u16(),
-                    retry_after,
-                    reason,
-                })
-            }
-            s if s.is_client_error() => Err(ClientError::Refused {
+        match answer.status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => ClientError::Busy {
+                endpoint,
+                status: answer.status.as_u16(),
+                retry_after: answer.retry_after,
+                reason,
+            },
+            s if s.is_client_error() => ClientError::Refused {
                 endpoint,
                 status: s.as_u16(),
                 reason,
-            }),
-            s => Err(ClientError::Unreachable {
+            },
+            s => ClientError::Unreachable {
                 endpoint,
                 reason: format!("status {}: {reason}", s.as_u16()),
-            }),
+            },
         }
     }
 
@@ -303,5 +379,65 @@ mod tests {
         );
         assert!(Endpoint::parse("https://x").is_err());
         assert!(Endpoint::parse("unix:").is_err());
+    }
+
+    /// A one-shot HTTP server on 127.0.0.1:0 giving `answer` (status line onwards) to every
+    /// request; returns its URL.
+    async fn answering(answer: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    // A GET has no body: the head ends the request.
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn limits_of_a_relay_without_the_endpoint_are_the_v1_defaults() {
+        let url =
+            answering("HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .await;
+        let client = ChannelClient::new(&url, None, Duration::from_secs(5)).unwrap();
+        assert_eq!(client.limits().await.unwrap(), ChannelLimits::V1_DEFAULTS);
+    }
+
+    #[tokio::test]
+    async fn limits_answers_that_are_no_limits_are_refused_not_guessed() {
+        let url =
+            answering("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+                .await;
+        let client = ChannelClient::new(&url, None, Duration::from_secs(5)).unwrap();
+        let e = client.limits().await.unwrap_err();
+        assert!(matches!(e, ClientError::BadAnswer { .. }), "{e}");
+        assert!(!e.is_retryable());
+        let url = answering(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        )
+        .await;
+        let client = ChannelClient::new(&url, None, Duration::from_secs(5)).unwrap();
+        assert!(client.limits().await.unwrap_err().is_retryable());
+        let url = answering(
+            "HTTP/1.1 200 OK\r\ncontent-length: 20\r\nconnection: close\r\n\r\n{\"max_body_bytes\":0}",
+        )
+        .await;
+        let client = ChannelClient::new(&url, None, Duration::from_secs(5)).unwrap();
+        assert!(matches!(
+            client.limits().await.unwrap_err(),
+            ClientError::BadAnswer { .. }
+        ));
     }
 }

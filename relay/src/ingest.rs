@@ -1,7 +1,7 @@
 //! The channel's server side (docs/channel.md): an HTTP/1.1 listener on TCP or a unix socket
 //! that checks each `POST /v1/batches` (token, idempotency key, gzip, line rules, caps), stores
-//! it in the spool and answers only once it is durable; plus `GET /health`, `/ready` and
-//! `/metrics`.
+//! it in the spool and answers only once it is durable; plus `GET /v1/limits` (the caps it
+//! applies, so producers cut batches that fit), `/health`, `/ready` and `/metrics`.
 //!
 //! It never waits for delivery: outputs read the spool on their own. On shutdown it stops
 //! accepting, lets in-flight requests finish (new ones get 503) and returns.
@@ -25,7 +25,10 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{self, BatchError, DecodeLimits};
 use crate::config::{Limits, ListenAddress};
 use crate::metrics::{Metrics, Refusal};
-use crate::protocol::{validate_idempotency_key, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER};
+use crate::protocol::{
+    validate_idempotency_key, ChannelLimits, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER,
+    LIMITS_PATH, MAX_TAG_BYTES,
+};
 use crate::spool::{AppendError, Appended, Spool};
 
 /// Errors of the listener itself (not of a request).
@@ -102,6 +105,7 @@ impl State {
         let path = req.uri().path().to_string();
         Ok(match (req.method(), path.as_str()) {
             (&Method::POST, BATCHES_PATH) => self.post_batch(req).await,
+            (&Method::GET, LIMITS_PATH) => self.limits(),
             (&Method::GET, "/health") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/ready") => self.ready(),
             (&Method::GET, "/metrics") => {
@@ -112,11 +116,26 @@ impl State {
                 );
                 r
             }
-            (_, BATCHES_PATH | "/health" | "/ready" | "/metrics") => {
+            (_, BATCHES_PATH | LIMITS_PATH | "/health" | "/ready" | "/metrics") => {
                 error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => error(StatusCode::NOT_FOUND, format!("no such path {path:?}")),
         })
+    }
+
+    /// The caps this relay applies (docs/channel.md). Like `/health`, it needs no token: the
+    /// numbers are no secret and a producer reads them before it sends anything.
+    fn limits(&self) -> Answer {
+        let limits = ChannelLimits {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_batch_bytes: self.limits.max_batch_bytes,
+            max_event_bytes: self.limits.max_event_bytes,
+            max_tag_bytes: MAX_TAG_BYTES as u64,
+        };
+        json(
+            StatusCode::OK,
+            serde_json::to_value(limits).unwrap_or_default(),
+        )
     }
 
     fn ready(&self) -> Answer {
@@ -497,5 +516,76 @@ async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: Cancellation
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ChannelClient;
+    use crate::config::{Settings, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_EVENT};
+
+    /// A whole relay in this process on 127.0.0.1:0 requiring a token, `limits` as its
+    /// `[limits]` table.
+    async fn relay(
+        dir: &std::path::Path,
+        limits: &str,
+    ) -> (crate::app::Running, CancellationToken) {
+        let text = format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n[spool]\ndir = \"{}\"\n{limits}\n\
+             [[outputs]]\ntype = \"file\"\npath = \"{}\"\n",
+            dir.join("spool").display(),
+            dir.join("out.log").display()
+        );
+        let settings = Settings::from_toml(&text, std::path::Path::new("t.toml"), &|_| None)
+            .expect("valid relay config");
+        let stop = CancellationToken::new();
+        let running = crate::app::start(settings, stop.clone())
+            .await
+            .expect("relay starts");
+        (running, stop)
+    }
+
+    #[test]
+    fn v1_defaults_are_the_relays_defaults() {
+        let d = ChannelLimits::V1_DEFAULTS;
+        assert_eq!(
+            (d.max_body_bytes, d.max_batch_bytes, d.max_event_bytes),
+            (DEFAULT_MAX_BODY, DEFAULT_MAX_BATCH, DEFAULT_MAX_EVENT)
+        );
+        assert_eq!(d.max_tag_bytes, MAX_TAG_BYTES as u64);
+    }
+
+    #[tokio::test]
+    async fn limits_endpoint_tells_the_configured_caps_without_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, stop) = relay(
+            dir.path(),
+            "[limits]\nmax_body_bytes = 100000\nmax_batch_bytes = 400000\nmax_event_bytes = 65536\n",
+        )
+        .await;
+        let url = format!("http://{}", running.address);
+        // No token: the caps are no secret (a relay with a token answers them too).
+        let client = ChannelClient::new(&url, None, Duration::from_secs(10)).unwrap();
+        let limits = client.limits().await.unwrap();
+        assert_eq!(
+            limits,
+            ChannelLimits {
+                max_body_bytes: 100_000,
+                max_batch_bytes: 400_000,
+                max_event_bytes: 65_536,
+                max_tag_bytes: 256,
+            }
+        );
+        stop.cancel();
+        running.wait().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (running, stop) = relay(dir.path(), "").await;
+        let url = format!("http://{}", running.address);
+        let client = ChannelClient::new(&url, None, Duration::from_secs(10)).unwrap();
+        assert_eq!(client.limits().await.unwrap(), ChannelLimits::V1_DEFAULTS);
+        stop.cancel();
+        running.wait().await;
     }
 }

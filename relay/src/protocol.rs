@@ -1,5 +1,6 @@
 //! The channel protocol shared by the relay (server side) and its producers (client side):
-//! constants, the line syntax `TAG SP MESSAGE LF`, tag validation and the batch encoder.
+//! constants, the line syntax `TAG SP MESSAGE LF`, tag validation, the caps a relay announces
+//! (`GET /v1/limits`) and the batch encoder.
 //!
 //! The normative text is `docs/channel.md`; this module is its code. It does no I/O.
 
@@ -20,6 +21,43 @@ pub const CONTENT_TYPE: &str = "application/x-sluice-lines";
 pub const MAX_TAG_BYTES: usize = 256;
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 128;
+/// Path of the endpoint where a relay announces its caps, version 1.
+pub const LIMITS_PATH: &str = "/v1/limits";
+
+/// The caps a relay applies to batches, as `GET /v1/limits` announces them. A producer that
+/// keeps every batch within them is never answered 413.
+///
+/// A relay without the endpoint (404) applies [`ChannelLimits::V1_DEFAULTS`]; a field missing
+/// from the answer takes its default too, and unknown fields are ignored, so the answer can
+/// grow within version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ChannelLimits {
+    /// Largest request body (compressed), in bytes.
+    pub max_body_bytes: u64,
+    /// Largest decompressed body, in bytes.
+    pub max_batch_bytes: u64,
+    /// Largest message (the bytes after `TAG SP`), in bytes.
+    pub max_event_bytes: u64,
+    /// Longest tag, in bytes.
+    pub max_tag_bytes: u64,
+}
+
+impl ChannelLimits {
+    /// The caps of a relay with an empty `[limits]` table, documented in docs/channel.md.
+    pub const V1_DEFAULTS: ChannelLimits = ChannelLimits {
+        max_body_bytes: 16 * 1024 * 1024,
+        max_batch_bytes: 64 * 1024 * 1024,
+        max_event_bytes: 1024 * 1024,
+        max_tag_bytes: MAX_TAG_BYTES as u64,
+    };
+}
+
+impl Default for ChannelLimits {
+    fn default() -> Self {
+        ChannelLimits::V1_DEFAULTS
+    }
+}
 
 /// Why a tag is not a Devo tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,6 +213,20 @@ mod tests {
         assert_eq!(validate_tag(b"a..b"), Err(TagError::EmptyLevel(2)));
         assert_eq!(validate_tag(b"a.b c"), Err(TagError::Byte(b' ')));
         assert_eq!(validate_tag(b""), Err(TagError::Empty));
+    }
+
+    #[test]
+    fn limits_answer_defaults_missing_fields_and_ignores_unknown_ones() {
+        let l: ChannelLimits =
+            serde_json::from_str(r#"{"max_event_bytes":65536,"future":1}"#).unwrap();
+        assert_eq!(l.max_event_bytes, 65536);
+        assert_eq!(l.max_body_bytes, ChannelLimits::V1_DEFAULTS.max_body_bytes);
+        assert_eq!(l.max_tag_bytes, 256);
+        let text = serde_json::to_string(&ChannelLimits::V1_DEFAULTS).unwrap();
+        assert_eq!(
+            text,
+            r#"{"max_body_bytes":16777216,"max_batch_bytes":67108864,"max_event_bytes":1048576,"max_tag_bytes":256}"#
+        );
     }
 
     #[test]

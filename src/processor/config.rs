@@ -320,6 +320,50 @@ fn resolve_options(
 }
 
 impl Processing {
+    /// Every resolved spec with the key prefix that names it (`` for the input table,
+    /// `selectors[i].` for a selector).
+    fn specs_mut(&mut self) -> impl Iterator<Item = (String, &mut ProcessorSpec)> {
+        std::iter::once((String::new(), &mut self.default.spec)).chain(
+            self.selectors
+                .iter_mut()
+                .enumerate()
+                .map(|(i, (_, r))| (format!("selectors[{i}]."), &mut r.spec)),
+        )
+    }
+
+    /// Lowers every `max_event_bytes` (the input's and its selectors') above `cap` to it, so
+    /// no event outgrows what the relay accepts: over-long events then meet the `oversize`
+    /// rule at the relay's cap. Returns each lowered key (`max_event_bytes`,
+    /// `selectors[0].max_event_bytes`) with its former value.
+    pub fn clamp_max_event_bytes(&mut self, cap: usize) -> Vec<(String, usize)> {
+        let mut lowered = Vec::new();
+        for (at, spec) in self.specs_mut() {
+            if spec.max_event_bytes > cap {
+                lowered.push((format!("{at}max_event_bytes"), spec.max_event_bytes));
+                spec.max_event_bytes = cap;
+            }
+        }
+        lowered
+    }
+
+    /// The first static `tag` longer than `max` bytes, with its key (`tag`,
+    /// `selectors[1].tag`): no event under it could ever be accepted, and a tag cannot be cut
+    /// without sending events to another table. (Templated tags are cut when rendered.)
+    pub fn static_tag_over(&self, max: usize) -> Option<(String, usize)> {
+        std::iter::once(("tag".to_string(), &self.default.spec))
+            .chain(
+                self.selectors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, r))| (format!("selectors[{i}].tag"), &r.spec)),
+            )
+            .find_map(|(at, spec)| {
+                let tag = spec.tag.as_ref()?;
+                (tag.field_names().next().is_none() && tag.as_str().len() > max)
+                    .then(|| (at, tag.as_str().len()))
+            })
+    }
+
     /// Decides what to do with the object at `key`.
     pub fn select(&self, key: &str) -> Selection<'_> {
         if let Some(re) = self.exclude.iter().find(|re| re.is_match(key)) {
@@ -529,6 +573,45 @@ mod tests {
         let p = input.processing.resolve().unwrap();
         assert_eq!(kind_of(&p, "a"), Some(ProcessorKind::VpcFlow));
         assert_eq!(kind_of(&p, "x"), Some(ProcessorKind::W3c));
+    }
+
+    #[test]
+    fn clamps_every_event_cap_above_the_relays_and_names_it() {
+        let cfg = parse(
+            "max_event_bytes = 2000000\n[[selectors]]\nkey = 'a'\nmax_event_bytes = 100\n\
+             [[selectors]]\nkey = 'b'\n",
+        );
+        let mut p = cfg.resolve().unwrap();
+        let lowered = p.clamp_max_event_bytes(65_536);
+        assert_eq!(
+            lowered,
+            vec![
+                ("max_event_bytes".to_string(), 2_000_000),
+                ("selectors[1].max_event_bytes".to_string(), 2_000_000)
+            ]
+        );
+        let cap = |key: &str| match p.select(key) {
+            Selection::Process { spec, .. } => spec.max_event_bytes,
+            Selection::Skip { .. } => 0,
+        };
+        assert_eq!((cap("x"), cap("a"), cap("b")), (65_536, 100, 65_536));
+        assert!(p.clamp_max_event_bytes(65_536).is_empty(), "idempotent");
+    }
+
+    #[test]
+    fn finds_static_tags_over_the_cap_only() {
+        let long = format!("my.app.{}", "x".repeat(300));
+        let cfg = parse(&format!(
+            "tag = 'my.app.ok'\n[[selectors]]\nkey = 'a'\ntag = 'my.{{f}}.{}'\n\
+             [[selectors]]\nkey = 'b'\ntag = '{long}'\n",
+            "y".repeat(300)
+        ));
+        let p = cfg.resolve().unwrap();
+        assert_eq!(
+            p.static_tag_over(256),
+            Some(("selectors[1].tag".to_string(), long.len()))
+        );
+        assert_eq!(p.static_tag_over(1000), None);
     }
 
     #[test]

@@ -250,6 +250,8 @@ pub struct Proc {
     pub child: Child,
     pub stdout: Lines,
     pub stderr: Lines,
+    /// `http://127.0.0.1:PORT` serving its `GET /metrics`, when it has one.
+    pub metrics: Option<String>,
 }
 
 impl Proc {
@@ -269,7 +271,21 @@ impl Proc {
             child,
             stdout,
             stderr,
+            metrics: None,
         }
+    }
+
+    /// Its metrics, in the Prometheus text format (empty when it serves none).
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .as_deref()
+            .map(|m| http(m, "GET", "/metrics"))
+            .unwrap_or_default()
+    }
+
+    /// The sum of every series of the counter `name` (0 when absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        metric_sum(&self.metrics_text(), name, &[])
     }
 
     /// True while the process runs.
@@ -317,7 +333,8 @@ pub fn start_relay(dir: &Path, port: u16, extra: &str) -> Proc {
         ),
     )
     .expect("write relay config");
-    let relay = Proc::spawn(&relay_binary(), &config, "relay");
+    let mut relay = Proc::spawn(&relay_binary(), &config, "relay");
+    relay.metrics = Some(format!("http://127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "relay did not start");
@@ -369,6 +386,7 @@ fn spawn_collector(
     input: &str,
 ) -> Proc {
     let config = dir.join("collector.toml");
+    let metrics_port = free_port();
     std::fs::write(
         &config,
         format!(
@@ -382,6 +400,7 @@ timeout_secs = 5
 [collector]
 id = "test"
 shutdown_timeout_secs = 3
+metrics_address = "127.0.0.1:{metrics_port}"
 
 [[inputs]]
 name = "test"
@@ -398,11 +417,82 @@ sqs_wait_timeout = 1
         ),
     )
     .expect("write collector config");
-    Proc::spawn(
+    let mut collector = Proc::spawn(
         Path::new(env!("CARGO_BIN_EXE_sluice")),
         &config,
         "collector",
-    )
+    );
+    collector.metrics = Some(format!("http://127.0.0.1:{metrics_port}"));
+    collector
+}
+
+/// The sum of the series of the counter `name` in a Prometheus text exposition whose labels
+/// hold every one of `labels` (`("input", "test")`).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (series, value) = rest.rsplit_once(' ')?;
+            if !(series.is_empty() || series.starts_with('{')) {
+                return None; // another metric whose name starts with `name`
+            }
+            labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .sum::<f64>() as u64
+}
+
+/// (messages received, messages handled to their end) by a collector, from its metrics (the
+/// harness's collectors serve them); None when it serves none.
+pub fn collector_messages(collector: &Proc) -> Option<(u64, u64)> {
+    let text = collector.metrics_text();
+    (!text.is_empty()).then(|| {
+        (
+            metric_sum(&text, "sluice_messages_received_total", &[]),
+            metric_sum(&text, "sluice_messages_total", &[]),
+        )
+    })
+}
+
+/// True when the relay delivered every event it accepted and the test read every line it
+/// printed. After a restart the spool's replay can make deliveries outnumber acceptances.
+pub fn relay_idle(relay: &Proc) -> bool {
+    let text = relay.metrics_text();
+    let delivered = metric_sum(&text, "sluice_relay_events_delivered_total", &[]);
+    !text.is_empty()
+        && metric_sum(&text, "sluice_relay_events_accepted_total", &[]) <= delivered
+        && relay.stdout.snapshot().len() as u64 == delivered
+}
+
+/// Waits until nothing more can arrive: the queue holds no message, visible or in flight; the
+/// collector handled every message it received (so no task still sends, not even for a
+/// redelivered copy); and the relay, when given, printed everything it accepted. Checked
+/// twice around the queue's depth, so the three hold at one moment.
+pub async fn settled(
+    wired: &Wired,
+    collector: &Proc,
+    relay: Option<&Proc>,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let before = collector_messages(collector);
+        if before.is_some_and(|(received, handled)| received == handled)
+            && wired.depth().await == (0, 0)
+            && relay.map_or(true, relay_idle)
+            && collector_messages(collector) == before
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls `check` every 100 ms until it holds or `timeout` passes.
@@ -515,11 +605,12 @@ pub fn http(endpoint: &str, method: &str, path: &str) -> String {
     use std::io::Read;
     let authority = endpoint.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(authority).expect("connect");
-    write!(
-        stream,
+    // One write: the collector's metrics listener reads the request in one read (`write!`
+    // would send it piece by piece and meet a closed socket).
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
+    );
+    stream.write_all(request.as_bytes()).expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     response
