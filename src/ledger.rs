@@ -7,9 +7,10 @@
 //! It only cuts duplicates; it is never needed for correctness. So entries are appended and
 //! flushed but not fsynced (a lost entry costs a duplicate), they expire after a TTL, and the
 //! ledger holds at most a fixed number of entries, checkpoints included (the least recently
-//! written evicted first). In memory an entry is a 128-bit digest of the version (and one of
-//! the fingerprint) plus its counters, about 80 bytes, so the default 100,000 entries cost
-//! some 8 MB whatever the key lengths.
+//! written evicted first). In memory an entry is a 128-bit digest of the version (and 64 bits
+//! of one of the fingerprint) plus its counters: about 100 bytes with the map's overhead and
+//! its place in the eviction order, so the default 100,000 entries cost some 10 MB whatever
+//! the key lengths.
 //!
 //! Without a file (no `state_dir`) it cuts the duplicates of one process's life. With one, the
 //! file is one JSON array per line, `[unix_secs, bucket, key, etag]` for a delivered object and
@@ -39,11 +40,21 @@ pub struct LedgerError {
 }
 
 /// What an entry is about: the digest of an object version, and for a checkpoint the digest
-/// of the spec fingerprint (`None`: the version was delivered whole).
+/// of the spec fingerprint (0: the version was delivered whole). Plain words, so the map's
+/// entries stay small (no 16-byte alignment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Slot {
-    version: u128,
-    spec: Option<u64>,
+    version: [u64; 2],
+    spec: u64,
+}
+
+/// `Entry::line` of an entry that has no line in the file.
+const NO_LINE: u64 = u64::MAX;
+
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(w)
 }
 
 fn digest(parts: &[&str]) -> [u8; 16] {
@@ -58,20 +69,22 @@ fn digest(parts: &[&str]) -> [u8; 16] {
 
 impl Slot {
     fn done(bucket: &str, key: &str, etag: &str) -> Slot {
+        let d = digest(&[bucket, key, etag]);
         Slot {
-            version: u128::from_le_bytes(digest(&[bucket, key, etag])),
-            spec: None,
+            version: [word(&d[..8]), word(&d[8..])],
+            spec: 0,
         }
     }
 
     fn partial(bucket: &str, key: &str, etag: &str, fingerprint: &str) -> Slot {
-        let fp = digest(&[fingerprint]);
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&fp[..8]);
         Slot {
-            spec: Some(u64::from_le_bytes(head)),
+            spec: word(&digest(&[fingerprint])[..8]).max(1),
             ..Slot::done(bucket, key, etag)
         }
+    }
+
+    fn is_checkpoint(&self) -> bool {
+        self.spec != 0
     }
 }
 
@@ -83,8 +96,8 @@ struct Entry {
     seq: u64,
     /// Events confirmed (checkpoints).
     events: u64,
-    /// Index of its line in the file, when there is one.
-    line: Option<u64>,
+    /// Index of its line in the file, or [`NO_LINE`].
+    line: u64,
 }
 
 /// One line of the file.
@@ -270,7 +283,7 @@ impl Ledger {
             ts,
             seq: 0,
             events,
-            line: None,
+            line: NO_LINE,
         };
         let Some(path) = &self.path else {
             state.insert(slot, entry, self.max_entries);
@@ -284,7 +297,7 @@ impl Ledger {
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "ledger append failed (duplicates possible)");
         } else if state.file.is_some() {
-            entry.line = Some(state.lines);
+            entry.line = state.lines;
             state.lines += 1;
         }
         state.insert(slot, entry, self.max_entries);
@@ -304,7 +317,7 @@ impl Ledger {
                         .ok()
                         .map(BufWriter::new);
                     for e in state.live.values_mut() {
-                        e.line = None;
+                        e.line = NO_LINE;
                     }
                 }
             }
@@ -338,7 +351,7 @@ fn load(path: &Path, ttl: Duration, max_entries: usize, state: &mut State) -> st
                 ts,
                 seq: 0,
                 events,
-                line: Some(index as u64),
+                line: index as u64,
             };
             state.insert(slot, entry, max_entries);
         }
@@ -347,7 +360,7 @@ fn load(path: &Path, ttl: Duration, max_entries: usize, state: &mut State) -> st
     let superseded: Vec<Slot> = state
         .live
         .keys()
-        .filter(|s| s.spec.is_some() && state.live.contains_key(&Slot { spec: None, ..**s }))
+        .filter(|s| s.is_checkpoint() && state.live.contains_key(&Slot { spec: 0, ..**s }))
         .copied()
         .collect();
     for slot in &superseded {
@@ -361,7 +374,8 @@ fn compact(path: &Path, state: &mut State) -> std::io::Result<BufWriter<File>> {
     let keep: HashMap<u64, Slot> = state
         .live
         .iter()
-        .filter_map(|(slot, e)| e.line.map(|l| (l, *slot)))
+        .filter(|(_, e)| e.line != NO_LINE)
+        .map(|(slot, e)| (e.line, *slot))
         .collect();
     let tmp = path.with_extension("tmp");
     let mut kept = 0u64;
@@ -376,7 +390,7 @@ fn compact(path: &Path, state: &mut State) -> std::io::Result<BufWriter<File>> {
                 w.write_all(&line)?;
                 w.write_all(b"\n")?;
                 if let Some(e) = state.live.get_mut(slot) {
-                    e.line = Some(kept);
+                    e.line = kept;
                 }
                 kept += 1;
             }
@@ -417,6 +431,13 @@ mod tests {
         std::fs::write(&path, "[1,\"b\",\"old\",\"e\"]\n{torn").unwrap();
         let ledger = on_disk(&path, 10);
         assert!(!ledger.contains("b", "old", "e"));
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        // The memory figure in the module doc and README: map entry + place in the order.
+        assert_eq!(std::mem::size_of::<(Slot, Entry)>(), 56);
+        assert_eq!(std::mem::size_of::<(u64, Slot)>(), 32);
     }
 
     #[test]
