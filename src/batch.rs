@@ -24,6 +24,10 @@ pub struct Batcher {
     tx: mpsc::Sender<EncodedBatch>,
     /// Batches handed over so far.
     pub batches: u64,
+    /// Events still to drop before batching (a checkpoint says they were confirmed before).
+    skip: u64,
+    /// Events dropped for the checkpoint so far.
+    pub skipped: u64,
 }
 
 impl Batcher {
@@ -34,7 +38,17 @@ impl Batcher {
             encoder: None,
             tx,
             batches: 0,
+            skip: 0,
+            skipped: 0,
         }
+    }
+
+    /// Drops the object's first `events` events instead of batching them: a redelivery
+    /// resuming after what the relay already confirmed (processing is deterministic for the
+    /// same bytes and spec, so they are the same events).
+    pub fn skipping(mut self, events: u64) -> Self {
+        self.skip = events;
+        self
     }
 
     /// Sends the open batch, if any.
@@ -53,6 +67,11 @@ impl Batcher {
 
 impl EventSink for Batcher {
     fn emit(&mut self, tag: &str, message: &[u8]) -> Result<(), SinkError> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            self.skipped += 1;
+            return Ok(());
+        }
         // `TAG SP MESSAGE LF`
         let line = (tag.len() + message.len() + 2) as u64;
         if self
@@ -125,6 +144,25 @@ mod tests {
         for (_, raw) in sizes {
             assert!(raw <= 305, "never over max(max_bytes, one line)");
         }
+    }
+
+    #[test]
+    fn skips_the_first_events() {
+        let (tx, mut rx) = mpsc::channel(10);
+        let settings = BatchSettings {
+            max_events: 2,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(60),
+            compression_level: 1,
+        };
+        let mut b = Batcher::new(settings, tx).skipping(3);
+        for _ in 0..5 {
+            b.emit("a.b", b"x").unwrap();
+        }
+        b.flush().unwrap();
+        let counts: Vec<u64> =
+            std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.events)).collect();
+        assert_eq!((counts, b.skipped), (vec![2], 3));
     }
 
     #[test]

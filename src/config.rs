@@ -112,7 +112,7 @@ pub struct RawCollector {
     pub shutdown_timeout_secs: Option<u64>,
     /// `host:port` for `GET /metrics`; off when unset.
     pub metrics_address: Option<String>,
-    /// Directory for the processed-object ledgers; no ledger when unset.
+    /// Directory for the processed-object ledgers; in memory only when unset.
     pub state_dir: Option<std::path::PathBuf>,
 }
 
@@ -137,9 +137,9 @@ pub struct RawInput {
     pub aws_cross_account_role: Option<String>,
     /// Devo: external id sent with the AssumeRole calls.
     pub aws_external_id: Option<String>,
-    /// Ledger entry lifetime, seconds (with `collector.state_dir`). Default 7 days.
+    /// Ledger entry lifetime, seconds. Default 7 days.
     pub ledger_ttl_secs: Option<u64>,
-    /// Most ledger entries kept (oldest evicted). Default 100000.
+    /// Most ledger entries kept, checkpoints included (oldest evicted). Default 100000.
     pub ledger_max_entries: Option<usize>,
     /// Devo: false skips the input. Default true.
     pub enabled: Option<bool>,
@@ -245,8 +245,8 @@ pub struct Settings {
 /// Where and how long the processed-object ledger keeps entries.
 #[derive(Debug, Clone)]
 pub struct LedgerSettings {
-    /// The ledger file.
-    pub path: std::path::PathBuf,
+    /// The ledger file; `None` keeps the ledger in memory (no `collector.state_dir`).
+    pub path: Option<std::path::PathBuf>,
     /// Entry lifetime.
     pub ttl: Duration,
     /// Most entries.
@@ -319,9 +319,9 @@ pub struct InputSettings {
     pub poison_action: Option<PoisonAction>,
     /// Dry run: batches are counted, not sent.
     pub do_not_send: bool,
-    /// Ledger file, when `collector.state_dir` is set: `<state_dir>/<short_unique_id or
-    /// name>/objects.ledger`.
-    pub ledger: Option<LedgerSettings>,
+    /// The processed-object ledger: in memory, or with `collector.state_dir` the file
+    /// `<state_dir>/<short_unique_id or name>/objects.ledger`.
+    pub ledger: LedgerSettings,
     /// Direct mode: bodies are events.
     pub direct_mode: bool,
     /// Send the md5 event per message.
@@ -614,11 +614,11 @@ fn validate_input(
             })
             .collect()
     });
-    let ledger = state_dir.map(|dir| LedgerSettings {
-        path: dir.join(namespace).join("objects.ledger"),
+    let ledger = LedgerSettings {
+        path: state_dir.map(|dir| dir.join(namespace).join("objects.ledger")),
         ttl: Duration::from_secs(input.ledger_ttl_secs.unwrap_or(7 * 24 * 3600)),
         max_entries: input.ledger_max_entries.unwrap_or(100_000).max(1),
-    });
+    };
     let processing = input
         .processing
         .resolve()

@@ -9,14 +9,16 @@
 //! plain bytes: the processor recognises it.
 //!
 //! Decoder errors are I/O errors that name the codec and the compressed byte offset, so a
-//! truncated gzip or garbage after a member reads as such. Works on blocking readers; never
+//! truncated gzip or garbage after a member reads as such. gzip and zlib hand over every byte
+//! inflated before corrupt data, the error coming on the next read (flate2's own readers drop
+//! the output of the call that meets the damage), so the events before it are not lost. Works on blocking readers; never
 //! buffers a whole object. It does not split or decode text.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use flate2::bufread::{MultiGzDecoder, ZlibDecoder};
+use flate2::{Decompress, FlushDecompress, Status};
 
 /// Read buffer of the decoders, in bytes.
 const BUF_BYTES: usize = 64 * 1024;
@@ -137,8 +139,8 @@ pub fn open<'a>(
     };
     let decoder: Box<dyn Read + Send + 'a> = match codec {
         Codec::Plain => unreachable!("returned above"),
-        Codec::Gzip => Box::new(MultiGzDecoder::new(counted)),
-        Codec::Zlib => Box::new(ZlibDecoder::new(counted)),
+        Codec::Gzip => Box::new(Inflate::gzip(counted)),
+        Codec::Zlib => Box::new(Inflate::zlib(counted)),
         Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(counted)?),
         Codec::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(counted)),
         Codec::Snappy => Box::new(snap::read::FrameDecoder::new(counted)),
@@ -161,6 +163,101 @@ fn first_bytes<'b>(input: &'b mut Box<dyn BufRead + Send + '_>) -> io::Result<&'
         }
     }
     input.fill_buf()
+}
+
+/// gzip (every member) or zlib over a `BufRead`, with zlib-rs through flate2's `Decompress`.
+///
+/// flate2's readers drop the bytes inflated in the call that meets corrupt data (they return
+/// the error, not the count), so up to a buffer of good data before the damage would never
+/// reach the processor. This one returns those bytes first and the error on the next call.
+struct Inflate<R> {
+    inner: R,
+    z: Decompress,
+    /// gzip: a new member may follow the end of one; zlib: one stream.
+    multi: bool,
+    /// The last stream ended: a gzip member may follow, or the data ends.
+    ended: bool,
+    /// An error met after some output, returned by the next call.
+    pending: Option<io::Error>,
+}
+
+impl<R: BufRead> Inflate<R> {
+    fn gzip(inner: R) -> Self {
+        Inflate {
+            inner,
+            z: Decompress::new_gzip(15),
+            multi: true,
+            ended: false,
+            pending: None,
+        }
+    }
+
+    fn zlib(inner: R) -> Self {
+        Inflate {
+            inner,
+            z: Decompress::new(true),
+            multi: false,
+            ended: false,
+            pending: None,
+        }
+    }
+}
+
+impl<R: BufRead> Read for Inflate<R> {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        if dst.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let input = self.inner.fill_buf()?;
+            let eof = input.is_empty();
+            if self.ended {
+                if eof || !self.multi {
+                    return Ok(0);
+                }
+                // Another member: the gzip mode survives the reset.
+                self.z.reset(true);
+                self.ended = false;
+            }
+            let (before_in, before_out) = (self.z.total_in(), self.z.total_out());
+            let flush = if eof {
+                FlushDecompress::Finish
+            } else {
+                FlushDecompress::None
+            };
+            let status = self.z.decompress(input, dst, flush);
+            let consumed = (self.z.total_in() - before_in) as usize;
+            let read = (self.z.total_out() - before_out) as usize;
+            self.inner.consume(consumed);
+            match status {
+                Ok(Status::StreamEnd) => {
+                    self.ended = true;
+                    if read > 0 {
+                        return Ok(read);
+                    }
+                }
+                Ok(_) if read > 0 => return Ok(read),
+                Ok(_) if eof => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ends inside a member",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, e);
+                    if read > 0 {
+                        self.pending = Some(e);
+                        return Ok(read);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 /// Counts the compressed bytes the decoder consumed, for error messages.
@@ -340,6 +437,54 @@ mod tests {
         // Missing only the trailer (CRC + size) is truncation too.
         let (_, out) = read_all(&data[..data.len() - 4], &Hints::default());
         assert!(out.is_err());
+    }
+
+    #[test]
+    fn corrupt_gzip_gives_every_byte_before_the_damage() {
+        // A sync flush ends a block on a byte boundary; the next block header is overwritten
+        // with the reserved block type. The damage sits well inside one 64 KiB read.
+        let text: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&text[..10_000]).unwrap();
+        enc.flush().unwrap();
+        let at = enc.get_ref().len();
+        enc.write_all(&text[10_000..]).unwrap();
+        let mut data = enc.finish().unwrap();
+        data[at] = 0x07;
+        let (_, mut r) = open(Box::new(&data[..]), &Hints::default()).unwrap();
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(out, &text[..10_000]);
+        assert!(err.to_string().starts_with("gzip: corrupt data"), "{err}");
+        // zlib too.
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&text[..10_000]).unwrap();
+        enc.flush().unwrap();
+        let at = enc.get_ref().len();
+        enc.write_all(&text[10_000..]).unwrap();
+        let mut data = enc.finish().unwrap();
+        data[at] = 0x07;
+        let (_, out) = read_all(&data, &Hints::default());
+        assert!(out.is_err());
+        let (_, mut r) = open(Box::new(&data[..]), &Hints::default()).unwrap();
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_err());
+        assert_eq!(out, &text[..10_000]);
+    }
+
+    #[test]
+    fn empty_gzip_members_and_zlib_trailing_bytes() {
+        let mut data = gzip(b"");
+        data.extend(gzip(b"x\n"));
+        data.extend(gzip(b""));
+        assert_eq!(read_all(&data, &Hints::default()).1.unwrap(), b"x\n");
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b"zlib\n").unwrap();
+        let mut data = z.finish().unwrap();
+        data.extend_from_slice(b"trailing");
+        assert_eq!(read_all(&data, &Hints::default()).1.unwrap(), b"zlib\n");
     }
 
     #[test]

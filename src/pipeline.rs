@@ -80,10 +80,7 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
     for input in &settings.inputs {
         let clients = crate::aws::clients(input).await;
         let poison = poison_policy(&clients.sqs, input).await;
-        let ledger = match &input.ledger {
-            Some(l) => Some(crate::ledger::Ledger::open(&l.path, l.ttl, l.max_entries)?),
-            None => None,
-        };
+        let ledger = Some(crate::ledger::Ledger::open(&input.ledger)?);
         let ctx = Arc::new(InputContext {
             settings: input.clone(),
             clients: clients.clone(),

@@ -19,6 +19,11 @@ use super::ProcessError;
 /// Deepest nesting accepted (serde_json's default too).
 const MAX_DEPTH: u32 = 128;
 
+/// The scanner's error for a value nested deeper than [`MAX_DEPTH`]: the only structural
+/// error after which the framing is still known (brackets can be counted without limit), so
+/// [`JsonReader::record`] can skip the value instead of failing.
+pub(crate) const TOO_DEEP: &str = "nested deeper than 128";
+
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
@@ -121,7 +126,7 @@ impl Scan {
                         break;
                     }
                     if depth >= MAX_DEPTH {
-                        return Err((i, "nested deeper than 128"));
+                        return Err((i, TOO_DEEP));
                     }
                     let bit = 1u128 << depth;
                     if c == b'{' {
@@ -418,6 +423,76 @@ impl<'r> JsonReader<'r> {
                     })
                 }
             }
+        }
+    }
+}
+
+impl JsonReader<'_> {
+    /// Reads the next value as [`JsonReader::value`] does (copied compact into `out`, up to
+    /// `cap` bytes in all), except that a value nested deeper than the scanner's limit is
+    /// skipped to its end and gives `None`: one bad record of an array need not cost the
+    /// records after it. Its other errors are the stream's.
+    pub fn record(&mut self, out: &mut Vec<u8>, cap: usize) -> Result<Option<bool>, ProcessError> {
+        match self.value(out, true, cap) {
+            Ok(cut) => Ok(Some(cut)),
+            Err(ProcessError::Json { offset, reason }) if reason == TOO_DEEP => {
+                // `value` stopped on the bracket that opens level MAX_DEPTH + 1, with the
+                // bytes before it in the current chunk not consumed yet.
+                let before = offset.saturating_sub(self.offset) as usize;
+                self.consume(before);
+                self.skip_nested(u64::from(MAX_DEPTH))?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Consumes through the end of a value `depth` levels deep, counting brackets (not
+    /// matching them: that would need memory per level) and skipping strings.
+    fn skip_nested(&mut self, mut depth: u64) -> Result<(), ProcessError> {
+        let mut in_str = false;
+        let mut esc = false;
+        loop {
+            let buf = self.fill()?;
+            let len = buf.len();
+            if len == 0 {
+                return Err(self.error("unexpected end of data inside a value"));
+            }
+            let mut i = 0;
+            if in_str {
+                match skip_string(buf, 0, &mut esc) {
+                    Some(end) => {
+                        i = end;
+                        in_str = false;
+                    }
+                    None => i = len,
+                }
+            }
+            while i < len {
+                match CLASS[usize::from(buf[i])] {
+                    QUOTE => match skip_string(buf, i + 1, &mut esc) {
+                        Some(end) => i = end,
+                        None => {
+                            in_str = true;
+                            i = len;
+                        }
+                    },
+                    OPEN => {
+                        depth += 1;
+                        i += 1;
+                    }
+                    CLOSE => {
+                        depth = depth.saturating_sub(1);
+                        i += 1;
+                        if depth == 0 {
+                            self.consume(i);
+                            return Ok(());
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            self.consume(len);
         }
     }
 }
@@ -721,7 +796,41 @@ mod tests {
         assert_eq!(compact_str("}"), Err("expected a JSON value"));
         assert_eq!(compact_str("\"abc"), Err("unexpected end inside a value"));
         let deep = "[".repeat(129);
-        assert_eq!(compact_str(&deep), Err("nested deeper than 128"));
+        assert_eq!(compact_str(&deep), Err(TOO_DEEP));
+    }
+
+    #[test]
+    fn record_skips_a_too_deep_value_to_its_end() {
+        // Strings holding brackets and escaped quotes inside the deep part, tiny buffers so
+        // every state crosses a chunk boundary.
+        let deep = format!("{}\"x]\\\"[\"{}", "{\"a\":[".repeat(100), "]}".repeat(100));
+        let data = format!(" {{\"ok\":1}} , {deep} ,[2] {}", "[".repeat(129));
+        for capacity in [1, 2, 3, 7, 64, 4096] {
+            let mut input = std::io::BufReader::with_capacity(capacity, data.as_bytes());
+            let mut r = JsonReader::new(&mut input);
+            let mut out = Vec::new();
+            assert_eq!(r.record(&mut out, 100).unwrap(), Some(false));
+            assert_eq!(out, br#"{"ok":1}"#);
+            assert_eq!(r.peek().unwrap(), Some(b','));
+            r.bump();
+            out.clear();
+            assert_eq!(
+                r.record(&mut out, 100).unwrap(),
+                None,
+                "capacity {capacity}"
+            );
+            assert_eq!(r.peek().unwrap(), Some(b','), "capacity {capacity}");
+            r.bump();
+            out.clear();
+            assert_eq!(r.record(&mut out, 100).unwrap(), Some(false));
+            assert_eq!(out, b"[2]");
+            // Too deep and never closed: a stream error.
+            out.clear();
+            assert!(matches!(
+                r.record(&mut out, 100),
+                Err(ProcessError::Json { .. })
+            ));
+        }
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! `extract` emits one field of each such record instead of the record.
 //!
 //! Records are sliced and compacted by [`super::json`], never parsed into a value tree.
+//!
+//! A record nested deeper than the scanner's limit (an array element, the value of
+//! `expand_field`, a top-level document) is skipped to its end and counted in
+//! `malformed_records`: the container around it is still well framed, so the records after it
+//! go on. Any other structural error ends the object (docs/formats.md, "Errors").
 
 use std::io::BufRead;
 
@@ -137,12 +142,15 @@ pub(crate) fn documents(
                                 }
                                 _ => {
                                     docs.rec.clear();
-                                    let cut = r.value(&mut docs.rec, true, cap)?;
-                                    if docs.rec != b"null" {
-                                        let rec = std::mem::take(&mut docs.rec);
-                                        let res = docs.record(&rec, cut, out);
-                                        docs.rec = rec;
-                                        res?;
+                                    match r.record(&mut docs.rec, cap)? {
+                                        Some(cut) if docs.rec != b"null" => {
+                                            let rec = std::mem::take(&mut docs.rec);
+                                            let res = docs.record(&rec, cut, out);
+                                            docs.rec = rec;
+                                            res?;
+                                        }
+                                        Some(_) => {}
+                                        None => out.stats.malformed_records += 1,
                                     }
                                 }
                             }
@@ -174,7 +182,10 @@ pub(crate) fn documents(
             }
             Some(_) => {
                 docs.rec.clear();
-                let cut = r.value(&mut docs.rec, true, cap)?;
+                let Some(cut) = r.record(&mut docs.rec, cap)? else {
+                    out.stats.malformed_records += 1;
+                    continue;
+                };
                 let rec = std::mem::take(&mut docs.rec);
                 let res = docs.record(&rec, cut, out);
                 docs.rec = rec;
@@ -209,9 +220,13 @@ fn array(
         }
         loop {
             rec.clear();
-            let cut = r.value(&mut rec, true, cap)?;
+            let record = r.record(&mut rec, cap)?;
             out.stats.bytes_in = r.offset;
-            docs.record(&rec, cut, out)?;
+            match record {
+                Some(cut) => docs.record(&rec, cut, out)?,
+                // Too deep: skipped to its end; the array goes on.
+                None => out.stats.malformed_records += 1,
+            }
             match r.peek()? {
                 Some(b',') => r.bump(),
                 Some(b']') => {
@@ -317,6 +332,26 @@ mod tests {
         }
         let (r, _) = run_key(b"{\"Records\":[{}}", &cloudtrail(), "k");
         assert!(matches!(r, Err(ProcessError::Json { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_too_deep_record_is_skipped_and_the_others_kept() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let doc = format!(
+            r#"{{"Records":[{{"a":1}},{{"deep":{deep}}},{{"b":2}}]}}{deep}{{"Records":{deep}}}[{{"c":3}}]"#
+        );
+        let (stats, msgs) = run(doc.as_bytes(), &cloudtrail());
+        assert_eq!(msgs, vec![r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
+        assert_eq!(stats.malformed_records, 3);
+        assert_eq!(stats.bytes_in, doc.len() as u64);
+        // Not closed: the stream is broken, the records before stay emitted.
+        let (r, sink) = run_key(
+            format!(r#"{{"Records":[{{"a":1}},{}"#, "[".repeat(200)).as_bytes(),
+            &cloudtrail(),
+            "k",
+        );
+        assert!(matches!(r, Err(ProcessError::Json { .. })), "{r:?}");
+        assert_eq!(sink.messages(), vec![r#"{"a":1}"#]);
     }
 
     #[test]
