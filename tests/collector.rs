@@ -3,23 +3,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-
-/// Messages recorded by a stand-in relay (lines are `TAG MESSAGE`), counted.
-fn counted(lines: &Lines) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for line in lines.snapshot() {
-        let message = line
-            .split_once(' ')
-            .map(|(_, m)| m.to_string())
-            .unwrap_or(line);
-        *seen.entry(message).or_insert(0) += 1;
-    }
-    seen
-}
 
 /// Waits until the collector handled moto's s3:TestEvent and deleted it: it polls, and the
 /// queue holds only what the test puts next.
@@ -64,16 +50,16 @@ async fn heartbeat_keeps_a_slow_message_invisible_until_done() {
 
     let mut ever_visible = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while counted(&relay.lines).len() < 5 && std::time::Instant::now() < deadline {
+    while relay.lines.counted().len() < 5 && std::time::Instant::now() < deadline {
         let (visible, _) = wired.depth().await;
         ever_visible |= visible > 0 && !relay.lines.snapshot().is_empty();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(
-        counted(&relay.lines).len(),
+        relay.lines.counted().len(),
         5,
         "{:?}",
-        counted(&relay.lines)
+        relay.lines.counted()
     );
     assert!(
         !ever_visible,
@@ -87,9 +73,9 @@ async fn heartbeat_keeps_a_slow_message_invisible_until_done() {
         collector_messages(&collector)
     );
     assert!(
-        counted(&relay.lines).values().all(|&n| n == 1),
+        relay.lines.counted().values().all(|&n| n == 1),
         "{:?}",
-        counted(&relay.lines)
+        relay.lines.counted()
     );
     assert!(
         collector.stderr.matching(&["could not extend"]).is_empty(),
@@ -132,10 +118,10 @@ async fn kill_9_mid_object_then_restart_delivers_everything() {
         "sqs_visibility_timeout = 3",
     );
     let all = wait_for(Duration::from_secs(90), || {
-        counted(&relay.lines).len() >= 22
+        relay.lines.counted().len() >= 22
     })
     .await;
-    assert!(all, "missing lines: got {:?}", counted(&relay.lines));
+    assert!(all, "missing lines: got {:?}", relay.lines.counted());
     assert!(wired.wait_empty(Duration::from_secs(30)).await);
 }
 
@@ -163,7 +149,9 @@ async fn poison_message_is_retried_then_handled_while_others_flow() {
     wired.put("good.log", b"good line\n".to_vec()).await;
 
     assert!(
-        wait_for(Duration::from_secs(30), || counted(&relay.lines)
+        wait_for(Duration::from_secs(30), || relay
+            .lines
+            .counted()
             .contains_key("good line"))
         .await
     );
@@ -197,7 +185,9 @@ async fn role_chaining_assumes_both_roles_with_the_external_id() {
     );
     wired.put("roles.log", b"assumed\n".to_vec()).await;
     assert!(
-        wait_for(Duration::from_secs(30), || counted(&relay.lines)
+        wait_for(Duration::from_secs(30), || relay
+            .lines
+            .counted()
             .contains_key("assumed"))
         .await
     );
@@ -289,7 +279,9 @@ sqs_wait_timeout = 1
     );
     wired.put("once.log", b"only once\n".to_vec()).await;
     assert!(
-        wait_for(Duration::from_secs(30), || counted(&relay.lines)
+        wait_for(Duration::from_secs(30), || relay
+            .lines
+            .counted()
             .contains_key("only once"))
         .await
     );
@@ -312,6 +304,6 @@ sqs_wait_timeout = 1
     .await;
     assert!(skipped, "the ledger did not recognise the object");
     assert!(wired.wait_empty(Duration::from_secs(20)).await);
-    assert_eq!(counted(&relay.lines).get("only once"), Some(&1));
+    assert_eq!(relay.lines.counted().get("only once"), Some(&1));
     assert!(dir.path().join("state/led1/objects.ledger").exists());
 }

@@ -13,24 +13,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-
-/// Messages recorded by the stand-in relay (lines are `TAG MESSAGE`), counted.
-fn counted(lines: &Lines) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for line in lines.snapshot() {
-        let message = line
-            .split_once(' ')
-            .map(|(_, m)| m.to_string())
-            .unwrap_or(line);
-        *seen.entry(message).or_insert(0) += 1;
-    }
-    seen
-}
 
 fn numbered(prefix: &str, range: std::ops::Range<usize>) -> String {
     range.map(|i| format!("{prefix} {i}\n")).collect()
@@ -87,11 +73,11 @@ async fn settle(
     log: &[&str],
 ) {
     let arrived = wait_for(Duration::from_secs(90), || {
-        let got = counted(&relay.lines);
+        let got = relay.lines.counted();
         expected.iter().all(|l| got.contains_key(l)) && !collector.stderr.matching(log).is_empty()
     })
     .await;
-    let got = counted(&relay.lines);
+    let got = relay.lines.counted();
     let missing: Vec<&String> = expected.iter().filter(|l| !got.contains_key(*l)).collect();
     assert!(
         arrived,
@@ -107,7 +93,7 @@ async fn settle(
         wired.depth().await
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let got = counted(&relay.lines);
+    let got = relay.lines.counted();
     let twice: Vec<(&String, &usize)> = got.iter().filter(|(_, &n)| n > 1).collect();
     assert!(
         twice.is_empty(),

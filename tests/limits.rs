@@ -13,18 +13,6 @@ use common::*;
 
 const TAG: &str = "my.app.sluice.test";
 
-/// Devo messages printed by `relay`, counted.
-fn messages(relay: &Proc) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for line in relay.stdout.snapshot() {
-        let (_, tag, message) =
-            parse_devo_line(&line).unwrap_or_else(|| panic!("not a Devo line: {line:.200}"));
-        assert_eq!(tag, TAG);
-        *seen.entry(message.to_string()).or_insert(0) += 1;
-    }
-    seen
-}
-
 /// `n` numbered lines, and after line `at` each of `long` (one line each).
 fn object(n: usize, at: usize, long: &[String]) -> (Vec<u8>, Vec<String>) {
     let mut text = String::new();
@@ -56,7 +44,7 @@ fn long_line(prefix: &str) -> String {
 /// Checks that every numbered line arrived once and each long line once as its first
 /// `cap` bytes (`None`: not at all); nothing else arrived.
 fn assert_arrived(relay: &Proc, numbered: &[String], long: &[String], cap: Option<usize>) {
-    let seen = messages(relay);
+    let seen = relay_messages(relay, None, TAG);
     let missing: Vec<&String> = numbered.iter().filter(|l| !seen.contains_key(*l)).collect();
     assert!(
         missing.is_empty(),
@@ -97,8 +85,15 @@ async fn one_long_line_among_5000(oversize: &str) {
     wired.put("big/5001.log", gzip(&body)).await;
 
     let want = 5000 + usize::from(oversize == "truncate");
-    let arrived = wait_for(Duration::from_secs(90), || messages(&relay).len() >= want).await;
-    assert!(arrived, "{} of {want} arrived", messages(&relay).len());
+    let arrived = wait_for(Duration::from_secs(90), || {
+        relay_messages(&relay, None, TAG).len() >= want
+    })
+    .await;
+    assert!(
+        arrived,
+        "{} of {want} arrived",
+        relay_messages(&relay, None, TAG).len()
+    );
     // The message is deleted, every received message handled, the relay printed all it took.
     assert!(
         settled(&wired, &collector, Some(&relay), Duration::from_secs(30)).await,
@@ -182,8 +177,15 @@ async fn a_relay_restarted_with_smaller_limits_gets_its_413_repaired_and_loses_n
     let long: Vec<String> = ["AAA", "BBB", "CCC"].iter().map(|p| long_line(p)).collect();
     let (body, numbered) = object(2000, 1000, &long);
     wired.put("shrunk.log", body).await;
-    let arrived = wait_for(Duration::from_secs(90), || messages(&relay).len() >= 2003).await;
-    assert!(arrived, "{} of 2003 arrived", messages(&relay).len());
+    let arrived = wait_for(Duration::from_secs(90), || {
+        relay_messages(&relay, None, TAG).len() >= 2003
+    })
+    .await;
+    assert!(
+        arrived,
+        "{} of 2003 arrived",
+        relay_messages(&relay, None, TAG).len()
+    );
     assert!(
         settled(&wired, &collector, Some(&relay), Duration::from_secs(30)).await,
         "not settled: queue {:?}, collector (received, handled) {:?}",

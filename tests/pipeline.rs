@@ -10,19 +10,6 @@ use common::*;
 
 const TAG: &str = "my.app.sluice.test";
 
-/// Devo messages printed by the relay, counted.
-fn messages(relay: &Proc) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for line in relay.stdout.snapshot() {
-        let (host, tag, message) =
-            parse_devo_line(&line).unwrap_or_else(|| panic!("not a Devo line: {line:?}"));
-        assert_eq!(host, "testhost");
-        assert_eq!(tag, TAG);
-        *seen.entry(message.to_string()).or_insert(0) += 1;
-    }
-    seen
-}
-
 fn expect_lines(expected: &[&str]) -> BTreeMap<String, usize> {
     expected.iter().map(|l| (l.to_string(), 1)).collect()
 }
@@ -55,10 +42,14 @@ async fn three_objects_arrive_exactly_once_and_queue_empties() {
         "odd key line",
     ]);
     let arrived = wait_for(Duration::from_secs(60), || {
-        messages(&relay).len() >= expected.len()
+        relay_messages(&relay, Some("testhost"), TAG).len() >= expected.len()
     })
     .await;
-    assert!(arrived, "got {:?}", messages(&relay));
+    assert!(
+        arrived,
+        "got {:?}",
+        relay_messages(&relay, Some("testhost"), TAG)
+    );
     // Nothing more can arrive (queue empty, every message handled, the relay printed all it
     // took): no redelivery, no duplicate.
     assert!(
@@ -66,7 +57,7 @@ async fn three_objects_arrive_exactly_once_and_queue_empties() {
         "not settled: queue {:?}",
         wired.depth().await
     );
-    assert_eq!(messages(&relay), expected);
+    assert_eq!(relay_messages(&relay, Some("testhost"), TAG), expected);
     assert!(collector.alive());
     assert!(collector.terminate().success());
 }
@@ -97,15 +88,22 @@ async fn relay_down_then_up_loses_nothing() {
     );
 
     let relay = start_relay(dir.path(), port, "");
-    let arrived = wait_for(Duration::from_secs(60), || messages(&relay).len() >= 3).await;
-    assert!(arrived, "got {:?}", messages(&relay));
+    let arrived = wait_for(Duration::from_secs(60), || {
+        relay_messages(&relay, Some("testhost"), TAG).len() >= 3
+    })
+    .await;
+    assert!(
+        arrived,
+        "got {:?}",
+        relay_messages(&relay, Some("testhost"), TAG)
+    );
     assert!(
         settled(&wired, &collector, Some(&relay), Duration::from_secs(20)).await,
         "not settled: queue {:?}",
         wired.depth().await
     );
     assert_eq!(
-        messages(&relay),
+        relay_messages(&relay, Some("testhost"), TAG),
         expect_lines(&["first", "second", "third"])
     );
 
@@ -132,10 +130,14 @@ async fn relay_down_then_up_loses_nothing() {
     );
     let relay = start_relay(dir.path(), port, "");
     let arrived = wait_for(Duration::from_secs(60), || {
-        messages(&relay).contains_key("fourth")
+        relay_messages(&relay, Some("testhost"), TAG).contains_key("fourth")
     })
     .await;
-    assert!(arrived, "got {:?} after {printed} lines", messages(&relay));
+    assert!(
+        arrived,
+        "got {:?} after {printed} lines",
+        relay_messages(&relay, Some("testhost"), TAG)
+    );
     assert!(
         settled(&wired, &collector, Some(&relay), Duration::from_secs(20)).await,
         "not settled: queue {:?}",
@@ -165,7 +167,7 @@ async fn ack_messages_false_keeps_the_message() {
     assert!(polling, "no s3:TestEvent handled");
     wired.put("keep.log", b"kept line\n".to_vec()).await;
     let arrived = wait_for(Duration::from_secs(30), || {
-        messages(&relay).contains_key("kept line")
+        relay_messages(&relay, Some("testhost"), TAG).contains_key("kept line")
     })
     .await;
     assert!(arrived);
@@ -222,14 +224,17 @@ async fn missing_object_is_a_clear_error_and_a_line_over_the_relays_cap_is_cut_t
     .await;
     assert!(missing, "no error line for the missing object");
     let arrived = wait_for(Duration::from_secs(30), || {
-        let m = messages(&relay);
+        let m = relay_messages(&relay, Some("testhost"), TAG);
         m.contains_key("still flows") && m.contains_key(&long[..1024])
     })
     .await;
     assert!(
         arrived,
         "got {:?}",
-        messages(&relay).keys().map(|k| k.len()).collect::<Vec<_>>()
+        relay_messages(&relay, Some("testhost"), TAG)
+            .keys()
+            .map(|k| k.len())
+            .collect::<Vec<_>>()
     );
     assert!(
         settled(&wired, &collector, Some(&relay), Duration::from_secs(20)).await,
@@ -237,7 +242,7 @@ async fn missing_object_is_a_clear_error_and_a_line_over_the_relays_cap_is_cut_t
         wired.depth().await
     );
     assert_eq!(
-        messages(&relay),
+        relay_messages(&relay, Some("testhost"), TAG),
         expect_lines(&["still flows", &long[..1024]])
     );
     assert_eq!(

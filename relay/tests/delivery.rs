@@ -29,17 +29,6 @@ fn noisy(key: &str, i: usize, len: usize) -> String {
     s
 }
 
-fn ids(lines: &[Vec<u8>]) -> HashSet<String> {
-    lines
-        .iter()
-        .filter_map(|l| {
-            let text = String::from_utf8_lossy(l);
-            let msg = text.split_once(": ")?.1;
-            Some(msg.split(' ').next()?.to_string())
-        })
-        .collect()
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

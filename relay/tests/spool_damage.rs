@@ -91,17 +91,6 @@ fn flip(path: &Path, offset: u64) {
     f.write_all_at(&[b[0] ^ 0xff], offset).unwrap();
 }
 
-fn ids(lines: &[Vec<u8>]) -> HashSet<String> {
-    lines
-        .iter()
-        .filter_map(|l| {
-            let text = String::from_utf8_lossy(l);
-            let msg = text.split_once(": ")?.1;
-            Some(msg.split(' ').next()?.to_string())
-        })
-        .collect()
-}
-
 fn event_ids(batches: impl IntoIterator<Item = usize>) -> HashSet<String> {
     batches
         .into_iter()

@@ -208,6 +208,19 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
+    /// Messages recorded by a stand-in relay (lines are `TAG MESSAGE`), counted.
+    pub fn counted(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut seen = std::collections::BTreeMap::new();
+        for line in self.snapshot() {
+            let message = line
+                .split_once(' ')
+                .map(|(_, m)| m.to_string())
+                .unwrap_or(line);
+            *seen.entry(message).or_insert(0) += 1;
+        }
+        seen
+    }
+
     /// Adds a line (for receivers written in the tests).
     pub fn push(&self, line: String) {
         self.0.lock().unwrap().push(line);
@@ -839,4 +852,24 @@ pub fn xml_text(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
     let end = start + xml[start..].find(&format!("</{name}>"))?;
     Some(xml[start..end].to_string())
+}
+
+/// Devo messages the relay printed on stdout, counted; every line must be a Devo line with
+/// `tag` (and `host`, when given).
+pub fn relay_messages(
+    relay: &Proc,
+    host: Option<&str>,
+    tag: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for line in relay.stdout.snapshot() {
+        let (h, t, message) =
+            parse_devo_line(&line).unwrap_or_else(|| panic!("not a Devo line: {line:.200}"));
+        if let Some(host) = host {
+            assert_eq!(h, host);
+        }
+        assert_eq!(t, tag);
+        *seen.entry(message.to_string()).or_insert(0) += 1;
+    }
+    seen
 }

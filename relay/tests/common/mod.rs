@@ -287,3 +287,15 @@ pub fn wait_metric(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The first word of each received line's message (the tests' event ids).
+pub fn ids(lines: &[Vec<u8>]) -> std::collections::HashSet<String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let text = String::from_utf8_lossy(l);
+            let msg = text.split_once(": ")?.1;
+            Some(msg.split(' ').next()?.to_string())
+        })
+        .collect()
+}
