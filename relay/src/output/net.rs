@@ -135,39 +135,39 @@ impl Conn {
         if let Some(e) = self.peer_error() {
             return Err(e);
         }
-        let dest = self.dest.clone();
-        let mut ended = self.ended.clone();
-        let r = tokio::select! {
-            r = timeout(after, self.writer.write_all(data)) => r,
-            _ = ended.wait_for(|e| e.is_some()) => return Err(self.peer_error().unwrap_or(
-                OutputError::Write { dest, source: std::io::ErrorKind::ConnectionAborted.into() })),
-        };
-        self.last_used = Instant::now();
-        match r {
-            Err(_) => Err(OutputError::WriteTimeout { dest, after }),
-            Ok(Err(source)) => Err(self
-                .peer_error()
-                .unwrap_or(OutputError::Write { dest, source })),
-            Ok(Ok(())) => Ok(()),
-        }
+        let r = race_end(
+            self.ended.clone(),
+            timeout(after, self.writer.write_all(data)),
+        )
+        .await;
+        self.settle(r, after)
     }
 
     /// Hands what TLS buffered to the socket, within `after`.
     pub async fn flush(&mut self, after: std::time::Duration) -> Result<(), OutputError> {
+        let r = race_end(self.ended.clone(), timeout(after, self.writer.flush())).await;
+        self.settle(r, after)
+    }
+
+    /// The outcome of a write or flush raced against the peer's end: an end the reader saw
+    /// (reset, alert, EOF) is the error reported, whatever the write itself says.
+    fn settle(
+        &mut self,
+        r: Option<Result<std::io::Result<()>, tokio::time::error::Elapsed>>,
+        after: std::time::Duration,
+    ) -> Result<(), OutputError> {
         let dest = self.dest.clone();
-        let mut ended = self.ended.clone();
-        let r = tokio::select! {
-            r = timeout(after, self.writer.flush()) => r,
-            _ = ended.wait_for(|e| e.is_some()) => return Err(self.peer_error().unwrap_or(
-                OutputError::Write { dest, source: std::io::ErrorKind::ConnectionAborted.into() })),
-        };
         self.last_used = Instant::now();
         match r {
-            Err(_) => Err(OutputError::WriteTimeout { dest, after }),
-            Ok(Err(source)) => Err(self
+            None => Err(self.peer_error().unwrap_or(OutputError::Write {
+                dest,
+                source: std::io::ErrorKind::ConnectionAborted.into(),
+            })),
+            Some(Err(_)) => Err(OutputError::WriteTimeout { dest, after }),
+            Some(Ok(Err(source))) => Err(self
                 .peer_error()
                 .unwrap_or(OutputError::Write { dest, source })),
-            Ok(Ok(())) => Ok(()),
+            Some(Ok(Ok(()))) => Ok(()),
         }
     }
 
@@ -516,5 +516,16 @@ async fn connect_any(address: &str) -> Result<(TcpStream, SocketAddr), OutputErr
             address: address.to_string(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
         }),
+    }
+}
+
+/// Runs `work` until it ends or the connection's reader sees the peer's end (then `None`).
+async fn race_end<F: std::future::Future>(
+    mut ended: watch::Receiver<Option<PeerEnd>>,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        r = work => Some(r),
+        _ = ended.wait_for(|e| e.is_some()) => None,
     }
 }
