@@ -11,12 +11,10 @@
 //!
 //! The queues have no dead-letter queue, so `poison_action` defaults to `delete`.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 fn numbered(prefix: &str, range: std::ops::Range<usize>) -> String {
     range.map(|i| format!("{prefix} {i}\n")).collect()

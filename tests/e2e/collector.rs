@@ -1,11 +1,9 @@
 //! The collector in production conditions, against a real moto server: visibility heartbeat
 //! with a slow relay, kill -9 mid-object, poison messages, role chaining, SIGTERM.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 /// Waits until the collector handled moto's s3:TestEvent and deleted it: it polls, and the
 /// queue holds only what the test puts next.
@@ -272,11 +270,7 @@ sqs_wait_timeout = 1
         ),
     )
     .unwrap();
-    let collector = Proc::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_sluice")),
-        &config,
-        "collector",
-    );
+    let collector = Proc::spawn(collector_binary(), &config, "collector");
     wired.put("once.log", b"only once\n".to_vec()).await;
     assert!(
         wait_for(Duration::from_secs(30), || relay

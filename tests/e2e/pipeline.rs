@@ -1,12 +1,10 @@
 //! End-to-end: objects announced on a real (moto) SQS queue arrive at the relay's stdout as
 //! Devo lines, and messages are deleted only after the relay confirmed them.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const TAG: &str = "my.app.sluice.test";
 

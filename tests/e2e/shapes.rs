@@ -13,15 +13,13 @@
 //! - CloudTrail's own SNS message (`s3Bucket`, `s3ObjectKey` with two keys) published on an SNS
 //!   topic; `processor = "cloudtrail"`, a tag template filled from each record.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use aws_sdk_s3::types::{
     Event, EventBridgeConfiguration, NotificationConfiguration, TopicConfiguration,
 };
-use common::*;
 use serde_json::{json, Value};
 
 /// The harness's input tag (`start_collector`).

@@ -3,13 +3,11 @@
 //! own) or the relay shrank it later (the 413 is repaired by a re-split). Real moto, real
 //! binaries, counted at the relay's stdout and in the collector's metrics.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const TAG: &str = "my.app.sluice.test";
 
@@ -228,7 +226,7 @@ fn relay_with_token(dir: &Path, port: u16, token: &str) -> Proc {
         ),
     )
     .unwrap();
-    let mut relay = Proc::spawn(&relay_binary(), &config, "relay");
+    let mut relay = Proc::spawn(&binary("sluice-relay"), &config, "relay");
     relay.metrics = Some(format!("http://127.0.0.1:{port}"));
     assert!(
         (0..200).any(|_| {
@@ -262,11 +260,7 @@ async fn a_batch_refused_beyond_repair_is_a_clear_error_and_keeps_its_message() 
         ),
     )
     .unwrap();
-    let mut collector = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_sluice")),
-        &config,
-        "collector",
-    );
+    let mut collector = Proc::spawn(collector_binary(), &config, "collector");
     collector.metrics = Some(format!("http://127.0.0.1:{metrics_port}"));
     let polling = wait_for(Duration::from_secs(30), || {
         !collector.stderr.matching(&["s3:TestEvent"]).is_empty()
@@ -316,11 +310,7 @@ async fn a_collector_waiting_for_the_relays_limits_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut collector = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_sluice")),
-        &config,
-        "collector",
-    );
+    let mut collector = Proc::spawn(collector_binary(), &config, "collector");
     let waiting = wait_for(Duration::from_secs(30), || {
         !collector
             .stderr
