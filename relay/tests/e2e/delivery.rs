@@ -4,13 +4,10 @@
 //! Retry-After and /ready says 503, a producer that backs off loses nothing, and everything
 //! flows again once the output drains.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::receiver::{free_port, Receiver};
-use common::*;
+use crate::support::*;
 use sluice_relay::client::ClientError;
 
 fn relay_output(port: u16, extra: &str) -> String {
@@ -30,12 +27,7 @@ fn noisy(key: &str, i: usize, len: usize) -> String {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    sluice_testkit::procstat::rss(pid).expect("the relay's VmRSS") / 1024
 }
 
 #[tokio::test]
@@ -47,7 +39,7 @@ async fn receiver_down_then_back_every_batch_arrives_memory_bounded() {
         &spool_config(&dir.join("spool"), "", &relay_output(port, "")),
     );
     let client = relay.client(None);
-    let rss_before = rss_kib(relay.child.id());
+    let rss_before = rss_kib(relay.pid());
     let mut want = HashSet::new();
     let batches = 48;
     let per_batch = 1000;
@@ -73,7 +65,7 @@ async fn receiver_down_then_back_every_batch_arrives_memory_bounded() {
         spool_bytes > 25 << 20,
         "the spool holds the data: {spool_bytes}"
     );
-    let rss_after = rss_kib(relay.child.id());
+    let rss_after = rss_kib(relay.pid());
     assert!(
         (rss_after.saturating_sub(rss_before)) * 1024 < spool_bytes / 2,
         "memory grew by {} KiB while the spool holds {} KiB",

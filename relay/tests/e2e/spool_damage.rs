@@ -3,14 +3,11 @@
 //! batch a producer resends under its original idempotency key comes back: the intact ones are
 //! answered `duplicate`, the damaged ones are stored anew, and every event reaches the receiver.
 
-mod common;
-
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::receiver::{free_port, Receiver};
-use common::*;
+use crate::support::*;
 
 const EVENTS_PER_BATCH: usize = 30;
 const BATCHES: usize = 100;

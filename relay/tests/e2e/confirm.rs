@@ -10,8 +10,6 @@
 //! certificate late (TLS 1.3: after the client's handshake); a TLS receiver that reads
 //! everything but closes without close_notify (never confirms).
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,8 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::receiver::{free_port, Fault, Options, Pki, Receiver, Seen, ServerTls};
-use common::*;
+use crate::support::*;
 
 const BATCHES: usize = 40;
 const PER_BATCH: usize = 100;
@@ -226,10 +223,8 @@ async fn receiver_process_killed_with_unread_data_loses_nothing() {
         }
         assert!(Instant::now() < deadline, "nothing queued: {line}");
     }
-    // SAFETY: signals the child we spawned, by its pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
+    // SIGKILL (what `Child::kill` sends): no chance to read what waits.
+    let _ = child.kill();
     let _ = child.wait();
     let receiver = Receiver::start(&format!("127.0.0.1:{port}"), None);
     wait_all(&receiver, &want, "killed");
@@ -244,8 +239,8 @@ async fn receiver_process_killed_with_unread_data_loses_nothing() {
 #[tokio::test]
 async fn late_refusal_of_the_client_certificate_is_named_and_loses_nothing() {
     let (_d, dir) = tmp();
-    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]);
-    let rogue = Pki::generate(&dir, "rogue-", "rogueCA", &["localhost"]);
+    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]).expect("certificates");
+    let rogue = Pki::generate(&dir, "rogue-", "rogueCA", &["localhost"]).expect("certificates");
     // The receiver checks client certificates against its CA, which did not sign ours, and
     // does so a second after the client's handshake is over.
     let refusing = Receiver::start_opts(
@@ -363,7 +358,7 @@ async fn connections_rotate_by_bytes_and_every_batch_is_confirmed_once() {
 #[tokio::test]
 async fn tls_receiver_that_closes_without_close_notify_never_confirms() {
     let (_d, dir) = tmp();
-    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]);
+    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]).expect("certificates");
     let tls = || ServerTls {
         cert: pki.server_cert.clone(),
         key: pki.server_key.clone(),

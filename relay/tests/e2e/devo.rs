@@ -3,13 +3,10 @@
 //! for byte; a wrong client certificate, an untrusted server certificate and a name mismatch
 //! each fail with an error that says which; `verify_hostname = false` forgives only the name.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::receiver::{Pki, Receiver, ServerTls};
-use common::*;
+use crate::support::*;
 
 fn devo_output(port: u16, host: &str, pki: &Pki, client: Option<&Pki>, extra: &str) -> String {
     let client = client.unwrap_or(pki);
@@ -49,7 +46,8 @@ fn wait_stderr(relay: &Relay, needle: &str) -> String {
 #[tokio::test]
 async fn mutual_tls_lines_arrive_byte_exact() {
     let (_d, dir) = tmp();
-    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost", "127.0.0.1"]);
+    let pki =
+        Pki::generate(&dir, "", "logtrustCA", &["localhost", "127.0.0.1"]).expect("certificates");
     let receiver = Receiver::start("127.0.0.1:0", Some(server_tls(&pki, &pki)));
     let relay = start(
         &dir,
@@ -101,8 +99,8 @@ async fn mutual_tls_lines_arrive_byte_exact() {
 #[tokio::test]
 async fn wrong_client_certificate_is_named() {
     let (_d, dir) = tmp();
-    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]);
-    let rogue = Pki::generate(&dir, "rogue-", "rogueCA", &["localhost"]);
+    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]).expect("certificates");
+    let rogue = Pki::generate(&dir, "rogue-", "rogueCA", &["localhost"]).expect("certificates");
     let receiver = Receiver::start("127.0.0.1:0", Some(server_tls(&pki, &pki)));
     let relay = start(
         &dir,
@@ -133,8 +131,8 @@ async fn wrong_client_certificate_is_named() {
 #[tokio::test]
 async fn untrusted_server_certificate_is_named() {
     let (_d, dir) = tmp();
-    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]);
-    let rogue = Pki::generate(&dir, "rogue-", "rogueCA", &["localhost"]);
+    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]).expect("certificates");
+    let rogue = Pki::generate(&dir, "rogue-", "rogueCA", &["localhost"]).expect("certificates");
     // The server shows a certificate of another CA; it would accept our client certificate.
     let receiver = Receiver::start("127.0.0.1:0", Some(server_tls(&rogue, &pki)));
     let relay = start(
@@ -160,7 +158,8 @@ async fn untrusted_server_certificate_is_named() {
 async fn hostname_check_and_its_switch() {
     let (_d, dir) = tmp();
     // The server's certificate names another host than the one the relay dials.
-    let pki = Pki::generate(&dir, "", "logtrustCA", &["collector-eu.devo.io"]);
+    let pki =
+        Pki::generate(&dir, "", "logtrustCA", &["collector-eu.devo.io"]).expect("certificates");
     let receiver = Receiver::start("127.0.0.1:0", Some(server_tls(&pki, &pki)));
     let relay = start(
         &dir,
@@ -202,7 +201,7 @@ async fn hostname_check_and_its_switch() {
 #[tokio::test]
 async fn zip_mode_and_octet_counting_over_tls() {
     let (_d, dir) = tmp();
-    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]);
+    let pki = Pki::generate(&dir, "", "logtrustCA", &["localhost"]).expect("certificates");
     let receiver = Receiver::start("127.0.0.1:0", Some(server_tls(&pki, &pki)));
     let relay = start(
         &dir,

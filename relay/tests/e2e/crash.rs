@@ -1,14 +1,11 @@
 //! Issue 4, test 3: kill -9 the real relay while it receives and while it sends, restart it on
 //! the same spool: every batch that was answered 200 is delivered (at least once).
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::receiver::{free_port, Receiver};
-use common::*;
+use crate::support::*;
 
 fn config(dir: &std::path::Path, port: u16, extra: &str) -> String {
     spool_config(

@@ -3,12 +3,10 @@
 //! (also across a restart), refusals with their reasons, the gzip bomb, the token, the unix
 //! socket listener, health/ready/metrics and a clean exit on SIGTERM.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use sluice_relay::client::ClientError;
 use sluice_relay::protocol::EncodedBatch;
 
