@@ -18,11 +18,10 @@ pub fn is_devo_date(date: &[u8]) -> bool {
         return false;
     }
     let day = &date[4..6];
-    let day_ok = match day {
-        [b' ', b'1'..=b'9'] => true,
-        [b'1'..=b'2', b'0'..=b'9'] | [b'3', b'0'..=b'1'] => true,
-        _ => false,
-    };
+    let day_ok = matches!(
+        day,
+        [b' ', b'1'..=b'9'] | [b'1'..=b'2', b'0'..=b'9'] | [b'3', b'0'..=b'1']
+    );
     let time_ok = d[7..].char_indices().all(|(i, c)| {
         if i == 2 || i == 5 {
             c == ':'

@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn sums_and_values() {
-        let text = "# HELP x\nx_total{input=\"a\"} 2\nx_total{input=\"b\"} 3\nx_total_more 9\ny 4\n";
+        let text =
+            "# HELP x\nx_total{input=\"a\"} 2\nx_total{input=\"b\"} 3\nx_total_more 9\ny 4\n";
         assert_eq!(metric_sum(text, "x_total", &[]), 5);
         assert_eq!(metric_sum(text, "x_total", &[("input", "b")]), 3);
         assert_eq!(metric_value(text, "y"), Some(4));

@@ -38,7 +38,10 @@ pub struct Lines(Arc<Mutex<Vec<Vec<u8>>>>);
 impl Lines {
     /// Collects the lines of `stream` on a thread; echoes them on stderr as `[name] line` when
     /// `echo` names the process.
-    pub fn collect(stream: impl std::io::Read + Send + 'static, echo: Option<&'static str>) -> Self {
+    pub fn collect(
+        stream: impl std::io::Read + Send + 'static,
+        echo: Option<&'static str>,
+    ) -> Self {
         let lines = Lines::default();
         let sink = lines.clone();
         std::thread::spawn(move || {

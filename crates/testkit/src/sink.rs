@@ -82,6 +82,29 @@ impl Counters {
     }
 }
 
+/// Listens on `listen` (e.g. `127.0.0.1:0`) on a thread of its own with its own runtime,
+/// serving as [`serve`] does; returns the port.
+pub fn start(
+    listen: &str,
+    config: Arc<rustls::ServerConfig>,
+    counters: Arc<Counters>,
+) -> std::io::Result<u16> {
+    let std_listener = std::net::TcpListener::bind(listen)?;
+    std_listener.set_nonblocking(true)?;
+    let port = std_listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(std_listener).expect("listener");
+            serve(listener, config, counters).await;
+        });
+    });
+    Ok(port)
+}
+
 /// Accepts TLS connections on `listener` forever, counting into `counters`.
 pub async fn serve(
     listener: TcpListener,

@@ -26,7 +26,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::corpus::{Kind, Manifest};
-use crate::procstat::thread_cpu;
+use sluice_testkit::pki::Pki;
+use sluice_testkit::procstat::thread_cpu;
 
 /// Channel batch cut, bytes (the collector's `batch.max_bytes` default).
 pub const BATCH_BYTES: usize = 4 << 20;
@@ -106,9 +107,9 @@ struct TlsLoop {
 
 impl TlsLoop {
     fn start(pki_dir: &Path) -> anyhow::Result<TlsLoop> {
-        let pki = crate::pki::Pki::generate(pki_dir)?;
-        let server = crate::tls::server_config(&pki)?;
-        let client = crate::tls::client_config(&pki)?;
+        let pki = Pki::generate(pki_dir, "", "sluice-bench CA", &["localhost", "127.0.0.1"])?;
+        let server = sluice_testkit::tls::server_config(&pki.server_tls(&pki))?;
+        let client = sluice_testkit::tls::client_config(&pki)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let reader = std::thread::spawn(move || -> u64 {

@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
             let server = tokio::spawn(s3serve::serve(listener, object.clone()));
             anyhow::Ok((endpoint, server))
         })?;
-        let (s3, _) = rt.block_on(sluice_bench::moto::clients(&endpoint));
+        let (s3, _) = rt.block_on(sluice_testkit::moto::clients(&endpoint));
         let mut single = f64::NAN;
         for (label, part, parallel, permits) in configs(size) {
             let mut best = f64::INFINITY;

@@ -23,11 +23,12 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 use sluice_bench::corpus::{self, Kind, Manifest};
-use sluice_bench::moto::{self, Moto, Wired};
-use sluice_bench::pki::Pki;
-use sluice_bench::procstat::{cpu_seconds, now_ns, peak_rss};
 use sluice_bench::report::{f, machine, mib, Table};
 use sluice_bench::roofline::{self, Roofline, PARTS};
+use sluice_testkit::moto::{self, Moto, Wired};
+use sluice_testkit::pki::Pki;
+use sluice_testkit::process::Proc;
+use sluice_testkit::procstat::{cpu_seconds, now_ns, peak_rss};
 
 #[derive(Parser)]
 struct Args {
@@ -109,7 +110,7 @@ impl Sink {
             stdin,
             stdout,
             port,
-            pki: Pki::paths(&pki_dir),
+            pki: Pki::paths(&pki_dir, ""),
         })
     }
 
@@ -156,54 +157,16 @@ impl Drop for Sink {
     }
 }
 
-/// A relay or collector child, killed on drop.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn spawn(program: &Path, config: &Path, log: &Path) -> anyhow::Result<Proc> {
-        let child = Command::new(program)
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info,aws_config=warn,aws_smithy_runtime=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        Ok(Proc { child })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then SIGKILL after `grace`.
-    fn stop(&mut self, grace: Duration) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if !self.alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a relay or collector (`--config`) with its stderr in `log`; killed on drop.
+fn spawn_logged(program: &Path, config: &Path, log: &Path) -> anyhow::Result<Proc> {
+    let mut cmd = Proc::command(program, config);
+    cmd.env("RUST_LOG", "info,aws_config=warn,aws_smithy_runtime=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(Proc::from_child(child))
 }
 
 /// One corpus through the pipeline.
@@ -301,7 +264,7 @@ key_filename = "{key}"
         addr = dir.join("relay.addr").display(),
         spool = dir.join("spool").display(),
         port = sink.port,
-        ca = sink.pki.ca.display(),
+        ca = sink.pki.chain.display(),
         cert = sink.pki.client_cert.display(),
         key = sink.pki.client_key.display(),
     )
@@ -355,29 +318,18 @@ fn start_relay(bins: &Path, dir: &Path, sink: &Sink) -> anyhow::Result<(Proc, St
     let _ = std::fs::remove_file(dir.join("relay.addr"));
     let config = dir.join("relay.toml");
     std::fs::write(&config, relay_config(dir, sink))?;
-    let mut relay = Proc::spawn(&bins.join("sluice-relay"), &config, &dir.join("relay.log"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(dir.join("relay.addr")) {
-            if !text.trim().is_empty() {
-                return Ok((relay, text.trim().to_string()));
-            }
-        }
-        anyhow::ensure!(
-            relay.alive(),
-            "relay exited; see {}",
-            dir.join("relay.log").display()
-        );
-        anyhow::ensure!(Instant::now() < deadline, "relay did not write its address");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut relay = spawn_logged(&bins.join("sluice-relay"), &config, &dir.join("relay.log"))?;
+    let address = relay
+        .wait_address_file(&dir.join("relay.addr"), Duration::from_secs(20))
+        .with_context(|| format!("relay; see {}", dir.join("relay.log").display()))?;
+    Ok((relay, address))
 }
 
 /// Blasts `mb` MB of Devo-like lines at the sink over mutual TLS; the sink's CPU is measured.
 fn sink_check(sink: &mut Sink, mb: u64) -> anyhow::Result<SinkCheck> {
-    use sluice_bench::procstat::thread_cpu;
+    use sluice_testkit::procstat::thread_cpu;
     sink.cmd("reset")?;
-    let config = sluice_bench::tls::client_config(&sink.pki)?;
+    let config = sluice_testkit::tls::client_config(&sink.pki)?;
     let tcp = std::net::TcpStream::connect(("127.0.0.1", sink.port))?;
     tcp.set_nodelay(true)?;
     let conn = rustls::ClientConnection::new(
@@ -441,7 +393,7 @@ async fn upload_all(wired: &Wired, dir: &Path, manifest: &Manifest) -> anyhow::R
 async fn wait_depth(wired: &Wired, n: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (visible, _) = wired.depth().await?;
+        let (visible, _) = wired.try_depth().await?;
         if visible >= n {
             return Ok(());
         }
@@ -474,7 +426,7 @@ fn run_phase(
         manifest.raw_bytes() as f64 / 1e6
     );
     let wired = rt.block_on(async {
-        let wired = moto::wire(&moto.endpoint, &bucket_name(name)).await?;
+        let wired = moto::try_wire(&moto.endpoint, &bucket_name(name)).await?;
         upload_all(&wired, &dir, &manifest).await?;
         wait_depth(&wired, manifest.objects.len() as u64).await?;
         anyhow::Ok(wired)
@@ -508,7 +460,7 @@ fn run_phase(
     let relay_cpu0 = cpu_seconds(relay.pid()).unwrap_or(0.0);
     eprintln!("[{name}] collector starting; waiting for {expected} lines");
     let t0 = now_ns();
-    let mut collector = Proc::spawn(
+    let mut collector = spawn_logged(
         &args.bins.join("sluice"),
         &config,
         &work.join("collector.log"),
@@ -583,7 +535,7 @@ fn run_latency(
 ) -> anyhow::Result<Latency> {
     let work = args.work.join("latency");
     std::fs::create_dir_all(&work)?;
-    let wired = rt.block_on(moto::wire(&moto.endpoint, "bench-latency"))?;
+    let wired = rt.block_on(moto::try_wire(&moto.endpoint, "bench-latency"))?;
     let (mut relay, addr) = start_relay(&args.bins, &work, sink)?;
     let config = work.join("collector.toml");
     std::fs::write(
@@ -597,7 +549,7 @@ fn run_latency(
             args,
         ),
     )?;
-    let mut collector = Proc::spawn(
+    let mut collector = spawn_logged(
         &args.bins.join("sluice"),
         &config,
         &work.join("collector.log"),
@@ -667,7 +619,10 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     eprintln!("sluice benchmark, {}, {}", results.date, results.machine);
-    let moto = Moto::start(&moto::moto_program(&args.repo), &args.work.join("moto.log"))?;
+    let moto = Moto::launch(
+        &moto::moto_program(&args.repo),
+        Some(&args.work.join("moto.log")),
+    )?;
     let mut sink = Sink::start(&args.bins, &args.work)?;
     if args.sink_check_mb > 0 {
         eprintln!("sink check: {} MB of lines through TLS", args.sink_check_mb);

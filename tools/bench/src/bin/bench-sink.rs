@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sluice_bench::pki::Pki;
-use sluice_bench::sink::{serve, Counters};
+use sluice_testkit::pki::Pki;
+use sluice_testkit::sink::{self, Counters};
 
 #[derive(Parser)]
 struct Args {
@@ -27,25 +27,15 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let pki = Pki::generate(&args.pki_dir)?;
-    let config = sluice_bench::tls::server_config(&pki)?;
+    let pki = Pki::generate(
+        &args.pki_dir,
+        "",
+        "sluice-bench CA",
+        &["localhost", "127.0.0.1"],
+    )?;
+    let config = sluice_testkit::tls::server_config(&pki.server_tls(&pki))?;
     let counters = Arc::new(Counters::default());
-    let std_listener = std::net::TcpListener::bind(&args.listen)?;
-    std_listener.set_nonblocking(true)?;
-    let port = std_listener.local_addr()?.port();
-    {
-        let counters = counters.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                serve(listener, config, counters).await;
-            });
-        });
-    }
+    let port = sink::start(&args.listen, config, counters.clone())?;
     let stdout = std::io::stdout();
     let answer = |prefix: &str| {
         let s = counters.snapshot();
