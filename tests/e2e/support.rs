@@ -49,15 +49,12 @@ pub fn start_collector(
     relay_port: u16,
     input_extra: &str,
 ) -> Proc {
-    start_collector_with(
-        dir,
-        moto,
-        wired,
-        relay_port,
-        "max_age_ms = 200",
-        input_extra,
-    )
+    start_collector_with(dir, moto, wired, relay_port, QUICK_BATCH, input_extra)
 }
+
+/// The `[batch]` table of the harness's collectors: batches leave after 200 ms, so tests
+/// do not wait for the default age.
+const QUICK_BATCH: &str = "max_age_ms = 200";
 
 /// As [`start_collector`], with the body of the `[batch]` table given.
 pub fn start_collector_with(
@@ -81,14 +78,7 @@ pub fn start_collector_untagged(
     relay_port: u16,
     input_extra: &str,
 ) -> Proc {
-    spawn_collector(
-        dir,
-        moto,
-        wired,
-        relay_port,
-        "max_age_ms = 200",
-        input_extra,
-    )
+    spawn_collector(dir, moto, wired, relay_port, QUICK_BATCH, input_extra)
 }
 
 /// Writes the collector's configuration (one input on `wired`'s queue, no tag unless `input`

@@ -123,19 +123,7 @@ impl Lines {
 
     /// Waits (blocking) until at least `n` lines arrived; returns them. Panics after `timeout`.
     pub fn wait_lines(&self, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let lines = self.raw();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} lines arrived",
-                lines.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait::wait_lines(n, timeout, || self.raw(), String::new)
     }
 }
 

@@ -181,20 +181,12 @@ impl Receiver {
 
     /// Waits until at least `n` lines arrived.
     pub fn wait_lines(&self, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let lines = self.lines();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} lines arrived; receiver errors: {:?}",
-                lines.len(),
-                self.seen.errors.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        crate::wait::wait_lines(
+            n,
+            timeout,
+            || self.lines(),
+            || format!("; receiver errors: {:?}", self.seen.errors.lock().unwrap()),
+        )
     }
 }
 

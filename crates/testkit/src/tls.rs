@@ -61,3 +61,17 @@ pub fn client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, Error> {
         )?;
     Ok(Arc::new(config))
 }
+
+/// A blocking mutual-TLS client stream to `addr` for the server name `localhost`, with
+/// `pki`'s client certificate (TCP_NODELAY set; the handshake happens on first use).
+pub fn connect(
+    pki: &Pki,
+    addr: impl std::net::ToSocketAddrs,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, Error> {
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(|e| Error::Harness(e.to_string()))?;
+    let conn = rustls::ClientConnection::new(client_config(pki)?, name)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}

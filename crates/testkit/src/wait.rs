@@ -31,6 +31,30 @@ pub fn poll<F: FnMut() -> bool>(timeout: Duration, mut check: F) -> bool {
     check()
 }
 
+/// Polls `lines` until it gives at least `n` lines; returns them. Panics after `timeout`,
+/// saying how many came and what `context` adds (e.g. a receiver's errors).
+pub fn wait_lines(
+    n: usize,
+    timeout: Duration,
+    lines: impl Fn() -> Vec<Vec<u8>>,
+    context: impl Fn() -> String,
+) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = lines();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} lines arrived{}",
+            got.len(),
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// (messages received, messages handled to their end) by a collector, from its metrics;
 /// None when it serves none.
 pub fn collector_messages(collector: &Proc) -> Option<(u64, u64)> {

@@ -109,7 +109,6 @@ impl TlsLoop {
     fn start(pki_dir: &Path) -> anyhow::Result<TlsLoop> {
         let pki = Pki::generate(pki_dir, "", "sluice-bench CA", &["localhost", "127.0.0.1"])?;
         let server = sluice_testkit::tls::server_config(&pki.server_tls(&pki))?;
-        let client = sluice_testkit::tls::client_config(&pki)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let reader = std::thread::spawn(move || -> u64 {
@@ -129,13 +128,7 @@ impl TlsLoop {
                 }
             }
         });
-        let tcp = std::net::TcpStream::connect(addr)?;
-        tcp.set_nodelay(true)?;
-        let conn = rustls::ClientConnection::new(
-            client,
-            rustls::pki_types::ServerName::try_from("localhost")?.to_owned(),
-        )?;
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        let mut stream = sluice_testkit::tls::connect(&pki, addr)?;
         // Finish the handshake before anything is timed.
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock)?;

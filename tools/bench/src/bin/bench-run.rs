@@ -329,14 +329,7 @@ fn start_relay(bins: &Path, dir: &Path, sink: &Sink) -> anyhow::Result<(Proc, St
 fn sink_check(sink: &mut Sink, mb: u64) -> anyhow::Result<SinkCheck> {
     use sluice_testkit::procstat::thread_cpu;
     sink.cmd("reset")?;
-    let config = sluice_testkit::tls::client_config(&sink.pki)?;
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", sink.port))?;
-    tcp.set_nodelay(true)?;
-    let conn = rustls::ClientConnection::new(
-        config,
-        rustls::pki_types::ServerName::try_from("localhost")?.to_owned(),
-    )?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = sluice_testkit::tls::connect(&sink.pki, ("127.0.0.1", sink.port))?;
     let line = format!(
         "<14>Jan  1 00:00:00 benchhost cloud.aws.cloudtrail.events: {{\"eventVersion\":\"1.09\",\"x\":\"{}\"}}\n",
         "y".repeat(1200)
