@@ -5,7 +5,7 @@
 //! Before polling, it agrees on limits with the relay (`GET /v1/limits`, retried while the
 //! relay is away) and fits the configuration to them (`Settings::apply_limits`).
 //!
-//! Delivery decisions live in `message`; this module only schedules.
+//! Delivery decisions live in `queue::fate`; this module only schedules.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{InputSettings, PoisonAction, Settings};
-use crate::forward::{jitter, Forwarder};
-use crate::message::{self, InputContext};
+use crate::delivery::forward::{jitter, Forwarder};
 use crate::metrics;
+use crate::queue::fate::{self, InputContext};
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +27,11 @@ pub enum StartError {
     #[error("relay: {0}")]
     Relay(#[from] sluice_relay::client::ClientError),
     #[error("relay limits: {0}")]
-    Limits(#[from] crate::limits::NoRoom),
+    Limits(#[from] crate::delivery::limits::NoRoom),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Ledger(#[from] crate::ledger::LedgerError),
+    Ledger(#[from] crate::object::ledger::LedgerError),
     #[error("metrics listener on {address}: {source}")]
     Metrics {
         address: String,
@@ -72,15 +72,15 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
     }
     let in_flight = Arc::new(Semaphore::new(settings.max_messages_in_flight));
     let tracker = TaskTracker::new();
-    let fetch = crate::fetch::FetchSettings {
+    let fetch = crate::object::fetch::FetchSettings {
         part_size: settings.fetch.part_bytes,
         parallel_parts: settings.fetch.parallel_parts,
         part_permits: Arc::new(Semaphore::new(settings.fetch.max_parts_in_flight)),
     };
     for input in &settings.inputs {
-        let clients = crate::aws::clients(input).await;
+        let clients = crate::queue::aws::clients(input).await;
         let poison = poison_policy(&clients.sqs, input).await;
-        let ledger = Some(crate::ledger::Ledger::open(&input.ledger)?);
+        let ledger = Some(crate::object::ledger::Ledger::open(&input.ledger)?);
         let ctx = Arc::new(InputContext {
             settings: input.clone(),
             clients: clients.clone(),
@@ -88,7 +88,7 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
             forwarder: forwarder.clone(),
             fetch: fetch.clone(),
             poison,
-            deleter: crate::ack::Deleter::start(
+            deleter: crate::queue::deleter::Deleter::start(
                 clients.sqs.clone(),
                 input.queue_url.clone(),
                 input.name.clone(),
@@ -142,7 +142,7 @@ async fn agree_limits(
             Some(result) => result?,
         }
     };
-    let agreed = crate::limits::Agreed::new(relay)?;
+    let agreed = crate::delivery::limits::Agreed::new(relay)?;
     for c in settings.apply_limits(&agreed)? {
         tracing::warn!(key = %c.key, configured = c.from, used = c.to, "lowered to fit the relay's limits");
     }
@@ -178,7 +178,7 @@ async fn poison_policy(
             .is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy)),
         Err(e) => {
             // Unknown: assume a DLQ exists, the choice that never deletes.
-            tracing::warn!(input = %input.name, queue = %input.queue_url, error = %crate::aws::describe(&e), "cannot read the queue's redrive policy; assuming one exists");
+            tracing::warn!(input = %input.name, queue = %input.queue_url, error = %crate::queue::aws::describe(&e), "cannot read the queue's redrive policy; assuming one exists");
             true
         }
     };
@@ -246,7 +246,7 @@ async fn poll(
                 out.messages.unwrap_or_default()
             }
             Err(e) => {
-                let e = crate::aws::describe(&e);
+                let e = crate::queue::aws::describe(&e);
                 metrics::count(
                     "sluice_receive_errors_total",
                     "Failed ReceiveMessage calls",
@@ -274,7 +274,7 @@ async fn poll(
             let ctx = ctx.clone();
             let hard_stop = hard_stop.clone();
             tracker.spawn(async move {
-                message::handle(ctx, message, hard_stop).await;
+                fate::handle(ctx, message, hard_stop).await;
                 drop(permit);
             });
         }

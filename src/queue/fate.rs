@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BatchSettings, InputSettings, PoisonAction};
-use crate::forward::Forwarder;
+use crate::delivery::forward::Forwarder;
 use crate::metrics;
 use crate::notification::{self, Notification};
 use crate::object::{self, ObjectJob};
@@ -29,20 +29,20 @@ pub struct InputContext {
     /// Validated input settings.
     pub settings: InputSettings,
     /// AWS clients.
-    pub clients: crate::aws::Clients,
+    pub clients: crate::queue::aws::Clients,
     /// Batch cuts.
     pub batch: BatchSettings,
     /// The relay.
     pub forwarder: Arc<Forwarder>,
     /// Download parts (the permits are shared by all inputs).
-    pub fetch: crate::fetch::FetchSettings,
+    pub fetch: crate::object::fetch::FetchSettings,
     /// Poison threshold and action, resolved at start from the config and the queue's
     /// redrive policy; None leaves failing messages to the queue entirely.
     pub poison: Option<(u32, PoisonAction)>,
     /// Deletes confirmed messages, batching those ready together.
-    pub deleter: crate::ack::Deleter,
+    pub deleter: crate::queue::deleter::Deleter,
     /// The processed-object ledger (in memory, or in `state_dir`); None runs without one.
-    pub ledger: Option<crate::ledger::Ledger>,
+    pub ledger: Option<crate::object::ledger::Ledger>,
 }
 
 /// How a message ended.
@@ -538,7 +538,7 @@ async fn send_md5(
     job: &ObjectJob<'_>,
     facts: &Facts<'_>,
     objects: &[notification::ObjectRef],
-) -> Result<(), crate::forward::ForwardError> {
+) -> Result<(), crate::delivery::forward::ForwardError> {
     use md5::Digest;
     use std::fmt::Write;
     let digest = md5::Md5::digest(facts.body.as_bytes());
@@ -598,7 +598,7 @@ async fn heartbeat(ctx: Arc<InputContext>, receipt: String, id: String, stop: Ca
                 );
             }
             Err(e) => {
-                let e = crate::aws::describe(&e);
+                let e = crate::queue::aws::describe(&e);
                 tracing::warn!(input = %ctx.settings.name, message_id = %id, error = %e, "could not extend visibility");
                 if e.contains("ReceiptHandleIsInvalid") || e.contains("MessageNotInflight") {
                     return;

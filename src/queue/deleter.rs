@@ -123,7 +123,7 @@ async fn delete_batch(
             failed
         }
         Err(e) => {
-            tracing::warn!(input, queue = queue_url, error = %crate::aws::describe(&e), "DeleteMessageBatch failed; retrying one by one");
+            tracing::warn!(input, queue = queue_url, error = %crate::queue::aws::describe(&e), "DeleteMessageBatch failed; retrying one by one");
             (0..batch.len()).collect()
         }
     };
@@ -157,7 +157,7 @@ async fn delete_one(
         {
             Ok(_) => return true,
             Err(e) => {
-                tracing::warn!(input, queue = queue_url, message_id = %request.message_id, attempt, error = %crate::aws::describe(&e), "delete failed");
+                tracing::warn!(input, queue = queue_url, message_id = %request.message_id, attempt, error = %crate::queue::aws::describe(&e), "delete failed");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
         }

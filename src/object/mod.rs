@@ -9,18 +9,24 @@
 //!
 //! It never deletes anything and never decides a message's fate: it returns an outcome that
 //! says whether a retry could help.
+//!
+//! Beside it: [`fetch`] (streaming and ranged GetObject) and [`ledger`] (objects already
+//! delivered, and checkpoints of part-delivered ones).
+
+pub mod fetch;
+pub mod ledger;
 
 use std::io::BufReader;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::batch::Batcher;
+use self::fetch::FetchError;
+use self::ledger::Ledger;
 use crate::config::BatchSettings;
 use crate::decompress;
-use crate::fetch::{self, FetchError};
-use crate::forward::{ForwardError, Forwarder};
-use crate::ledger::Ledger;
+use crate::delivery::batch::Batcher;
+use crate::delivery::forward::{ForwardError, Forwarder};
 use crate::notification::ObjectRef;
 use crate::processor::{self, ObjectContext, ObjectStats, ProcessError, ProcessorSpec};
 

@@ -8,7 +8,7 @@
 //!
 //! A refusal never costs the other events of a batch: on 413 (the relay's caps shrank since
 //! start-up) or 400 naming one line, the batch is re-read, the caps fetched again and the batch
-//! re-split under them ([`crate::limits::resplit`]: over-long events truncated or dropped by the
+//! re-split under them ([`crate::delivery::limits::resplit`]: over-long events truncated or dropped by the
 //! input's `oversize` rule, only the named line dropped, each counted and logged), and the
 //! parts are sent under fresh keys. The batch counts as delivered only when every part is.
 //! It terminates: a 400 repair removes a line (at most [`MAX_MALFORMED_DROPS`] per batch), and
@@ -24,7 +24,7 @@ use sluice_relay::client::{ChannelClient, ClientError, Confirmation};
 use sluice_relay::protocol::{ChannelLimits, EncodedBatch};
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::{named_line, resplit, Agreed};
+use crate::delivery::limits::{named_line, resplit, Agreed};
 use crate::metrics;
 use crate::processor::Oversize;
 
@@ -401,7 +401,7 @@ impl Forwarder {
         Ok(Some(agreed))
     }
 
-    fn count_resplit(&self, input: &str, status: u16, split: &crate::limits::Resplit) {
+    fn count_resplit(&self, input: &str, status: u16, split: &crate::delivery::limits::Resplit) {
         metrics::count(
             "sluice_batches_resplit_total",
             "Batches the relay refused (413, or 400 naming a line) and that were re-split",
