@@ -15,6 +15,7 @@
 
 pub mod fetch;
 pub mod ledger;
+pub mod work;
 
 use std::io::BufReader;
 use std::sync::Arc;

@@ -6,11 +6,12 @@
 //! retried on its own a few times; a delete that never succeeds costs a duplicate (the
 //! message is redelivered), never a loss. This stage does not decide *whether* to delete.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Queue;
 use crate::metrics;
 
 /// Most entries in one DeleteMessageBatch call (SQS's limit).
@@ -31,15 +32,28 @@ pub struct Deleter {
     tx: mpsc::Sender<Request>,
 }
 
+/// What the deleter task works with.
+struct Target {
+    queue: Arc<dyn Queue>,
+    /// Queue URL and input name, for logs and metrics.
+    queue_url: String,
+    input: String,
+}
+
 impl Deleter {
     /// Starts the deleter task for one queue. It ends when every handle is dropped.
-    pub fn start(sqs: aws_sdk_sqs::Client, queue_url: String, input: String) -> Deleter {
+    pub fn start(queue: Arc<dyn Queue>, queue_url: String, input: String) -> Deleter {
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(run(sqs, queue_url, input, rx));
+        let target = Target {
+            queue,
+            queue_url,
+            input,
+        };
+        tokio::spawn(run(target, rx));
         Deleter { tx }
     }
 
-    /// Deletes one message; true once SQS confirmed it.
+    /// Deletes one message; true once the queue confirmed it.
     pub async fn delete(&self, receipt: &str, message_id: &str) -> bool {
         let (done, answer) = oneshot::channel();
         let request = Request {
@@ -54,12 +68,7 @@ impl Deleter {
     }
 }
 
-async fn run(
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    input: String,
-    mut rx: mpsc::Receiver<Request>,
-) {
+async fn run(target: Target, mut rx: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -69,66 +78,22 @@ async fn run(
                 Err(_) => break,
             }
         }
-        delete_batch(&sqs, &queue_url, &input, std::mem::take(&mut batch)).await;
+        delete_batch(&target, std::mem::take(&mut batch)).await;
     }
 }
 
-async fn delete_batch(
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    input: &str,
-    batch: Vec<Request>,
-) {
-    let entries: Vec<DeleteMessageBatchRequestEntry> = batch
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(&r.receipt)
-                .build()
-                .ok()
-        })
-        .collect();
-    let failed: Vec<usize> = match sqs
-        .delete_message_batch()
-        .queue_url(queue_url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-    {
-        Ok(out) => {
-            for f in out.failed() {
-                tracing::warn!(
-                    input,
-                    queue = queue_url,
-                    code = f.code(),
-                    reason = f.message().unwrap_or(""),
-                    "delete failed in batch; retrying alone"
-                );
-            }
-            let mut failed: Vec<usize> = out
-                .failed()
-                .iter()
-                .filter_map(|f| f.id().parse().ok())
-                .collect();
-            // An entry SQS neither confirmed nor refused is retried too.
-            let answered: Vec<usize> = out
-                .successful()
-                .iter()
-                .filter_map(|s| s.id().parse().ok())
-                .chain(failed.iter().copied())
-                .collect();
-            failed.extend((0..batch.len()).filter(|i| !answered.contains(i)));
-            failed
-        }
+async fn delete_batch(target: &Target, batch: Vec<Request>) {
+    let (input, queue_url) = (target.input.as_str(), target.queue_url.as_str());
+    let receipts: Vec<String> = batch.iter().map(|r| r.receipt.clone()).collect();
+    let deleted = match target.queue.delete_batch(&receipts).await {
+        Ok(deleted) => deleted,
         Err(e) => {
-            tracing::warn!(input, queue = queue_url, error = %crate::queue::aws::describe(&e), "DeleteMessageBatch failed; retrying one by one");
-            (0..batch.len()).collect()
+            tracing::warn!(input, queue = queue_url, error = %e, "DeleteMessageBatch failed; retrying one by one");
+            vec![false; batch.len()]
         }
     };
     for (i, request) in batch.into_iter().enumerate() {
-        let ok = !failed.contains(&i) || delete_one(sqs, queue_url, input, &request).await;
+        let ok = deleted.get(i).copied().unwrap_or(false) || delete_one(target, &request).await;
         if ok {
             metrics::count(
                 "sluice_messages_deleted_total",
@@ -141,23 +106,13 @@ async fn delete_batch(
     }
 }
 
-async fn delete_one(
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    input: &str,
-    request: &Request,
-) -> bool {
+async fn delete_one(target: &Target, request: &Request) -> bool {
+    let (input, queue_url) = (target.input.as_str(), target.queue_url.as_str());
     for attempt in 1..=SINGLE_ATTEMPTS {
-        match sqs
-            .delete_message()
-            .queue_url(queue_url)
-            .receipt_handle(&request.receipt)
-            .send()
-            .await
-        {
-            Ok(_) => return true,
+        match target.queue.delete(&request.receipt).await {
+            Ok(()) => return true,
             Err(e) => {
-                tracing::warn!(input, queue = queue_url, message_id = %request.message_id, attempt, error = %crate::queue::aws::describe(&e), "delete failed");
+                tracing::warn!(input, queue = queue_url, message_id = %request.message_id, attempt, error = %e, "delete failed");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
         }

@@ -2,47 +2,96 @@
 //! announces (each one attempted whatever became of the others), keep the message invisible
 //! while work is unconfirmed (heartbeat), then delete it — only when every object was
 //! delivered, is gone, skipped, or already delivered per the ledger — or hand it back for a
-//! retry, naming the objects that failed. The rules are [`message_fate`].
+//! retry, naming the objects that failed. The rules are `message_fate`.
 //!
 //! This is where the delivery guarantee is decided; each branch says why it deletes or not.
+//! It reads no object and talks to no relay: the objects' work is behind [`Work`] (the
+//! pipeline's is [`crate::object::work::ObjectWork`]) and the queue behind [`Queue`], so
+//! every rule here is unit-tested with [`super::memory::MemoryQueue`] (see `queue/tests.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BatchSettings, InputSettings, PoisonAction};
-use crate::delivery::forward::Forwarder;
+use super::deleter::Deleter;
+use super::heartbeat::{self, Beat};
+use super::{BoxFuture, Queue, Received};
+use crate::config::{InputSettings, PoisonAction};
 use crate::metrics;
-use crate::notification::{self, Notification};
-use crate::object::{self, ObjectJob};
-use crate::processor::config::Selection;
+use crate::notification::{self, Notification, ObjectRef};
 
 /// Retry delay for a failed message's first redelivery; doubles per receive.
 const FAILED_BACKOFF_START: Duration = Duration::from_secs(5);
 /// Longest delay before a failed message becomes visible again.
 const FAILED_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Receives after which a failing message is poison, when the queue has no dead-letter queue
+/// and the config names none (Filebeat's default).
+const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 
 /// Everything a message task needs, shared by all messages of an input.
 pub struct InputContext {
     /// Validated input settings.
     pub settings: InputSettings,
-    /// AWS clients.
-    pub clients: crate::queue::aws::Clients,
-    /// Batch cuts.
-    pub batch: BatchSettings,
-    /// The relay.
-    pub forwarder: Arc<Forwarder>,
-    /// Download parts (the permits are shared by all inputs).
-    pub fetch: crate::object::fetch::FetchSettings,
+    /// The input's queue.
+    pub queue: Arc<dyn Queue>,
+    /// Runs the objects a message announces.
+    pub work: Arc<dyn Work>,
     /// Poison threshold and action, resolved at start from the config and the queue's
-    /// redrive policy; None leaves failing messages to the queue entirely.
+    /// redrive policy ([`poison_policy`]); None leaves failing messages to the queue entirely.
     pub poison: Option<(u32, PoisonAction)>,
     /// Deletes confirmed messages, batching those ready together.
-    pub deleter: crate::queue::deleter::Deleter,
-    /// The processed-object ledger (in memory, or in `state_dir`); None runs without one.
-    pub ledger: Option<crate::object::ledger::Ledger>,
+    pub deleter: Deleter,
+}
+
+/// The facts of the message being worked on, as the object work needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageFacts<'a> {
+    pub id: &'a str,
+    pub body: &'a str,
+    pub receive_count: u32,
+    /// `SentTimestamp`, ms.
+    pub sent_ms: Option<u64>,
+}
+
+/// What became of one object of a message (or, in direct mode, of the body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectFate {
+    /// Every event confirmed.
+    Delivered,
+    /// The ledger says this version was delivered before.
+    AlreadyDelivered,
+    /// Excluded by the input's selection.
+    Skipped,
+    /// Gone from S3: it will never appear, so retrying cannot help.
+    Missing,
+    /// Failed (what it read before the failure was delivered); `repeats` when it will fail
+    /// the same way on the next receive. `reason` names the error for the poison log line.
+    Failed { repeats: bool, reason: String },
+    /// Shutdown cut it.
+    Interrupted,
+}
+
+/// The work a message announces, seen from its fate. Each call logs and counts its own
+/// outcome and never panics; the pipeline's implementation fetches, splits and forwards
+/// ([`crate::object::work::ObjectWork`]), the unit tests script outcomes.
+pub trait Work: Send + Sync {
+    /// Delivers one announced object, or skips it per the input's selection.
+    fn object<'a>(
+        &'a self,
+        message: MessageFacts<'a>,
+        object: &'a ObjectRef,
+    ) -> BoxFuture<'a, ObjectFate>;
+
+    /// Direct mode: delivers the body itself as the events.
+    fn body<'a>(&'a self, message: MessageFacts<'a>) -> BoxFuture<'a, ObjectFate>;
+
+    /// `debug_md5`: sends the message's md5 event; the error says why it was not confirmed.
+    fn debug_md5<'a>(
+        &'a self,
+        message: MessageFacts<'a>,
+        objects: &'a [ObjectRef],
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// How a message ended.
@@ -59,133 +108,14 @@ enum Fate {
     Interrupted,
 }
 
-/// Handles one received message to the end.
-pub async fn handle(ctx: Arc<InputContext>, message: Message, hard_stop: CancellationToken) {
-    let input = ctx.settings.name.as_str();
-    let queue = ctx.settings.queue_url.as_str();
-    let id = message.message_id().unwrap_or("-").to_string();
-    let Some(receipt) = message.receipt_handle().map(str::to_string) else {
-        tracing::error!(input, queue, message_id = %id, "message without a receipt handle; ignored");
-        return;
-    };
-    let attribute = |name: MessageSystemAttributeName| {
-        message
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    let receive_count =
-        attribute(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1) as u32;
-    let sent_ms = attribute(MessageSystemAttributeName::SentTimestamp);
-    let first_receive_ms = attribute(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp);
-
-    let beat = CancellationToken::new();
-    let heartbeat = tokio::spawn(heartbeat(
-        ctx.clone(),
-        receipt.clone(),
-        id.clone(),
-        beat.clone(),
-    ));
-    let facts = Facts {
-        id: &id,
-        body: message.body().unwrap_or(""),
-        receive_count,
-        sent_ms,
-    };
-    let Worked { fate, failed } = work(&ctx, &facts, &hard_stop).await;
-    beat.cancel();
-    let _ = heartbeat.await;
-
-    metrics::count(
-        "sluice_messages_total",
-        "SQS messages handled, by outcome",
-        &[
-            ("input", input),
-            (
-                "outcome",
-                match fate {
-                    Fate::Done => "done",
-                    Fate::Retry { .. } => "retry",
-                    Fate::Interrupted => "interrupted",
-                },
-            ),
-        ],
-        1,
-    );
-    match fate {
-        Fate::Done if ctx.settings.ack_messages => {
-            ctx.deleter.delete(&receipt, &id).await;
-        }
-        Fate::Done => {
-            // ack_messages = false is the Devo collector's testing mode: never delete; the
-            // message comes back after its visibility timeout.
-            tracing::info!(input, queue, message_id = %id, "done; not deleted (ack_messages = false)");
-        }
-        Fate::Retry { repeats: true }
-            if ctx.poison.is_some_and(|(max, _)| receive_count >= max) =>
-        {
-            let action = ctx.poison.map(|(_, a)| a).unwrap_or(PoisonAction::Keep);
-            metrics::count(
-                "sluice_messages_poison_total",
-                "Messages that failed max_receive_count times",
-                &[
-                    ("input", input),
-                    (
-                        "action",
-                        match action {
-                            PoisonAction::Keep => "keep",
-                            PoisonAction::Delete => "delete",
-                        },
-                    ),
-                ],
-                1,
-            );
-            // Names every object that failed, so a deleted message leaves a trace of what
-            // was not delivered; the objects that were are confirmed (and in the ledger).
-            tracing::error!(
-                input, queue, message_id = %id, receive_count, sent_ms, first_receive_ms,
-                action = ?action,
-                failed_objects = %failed.join("; "),
-                body = %notification::preview(message.body().unwrap_or("")),
-                "poison message: failed on every receive so far"
-            );
-            // ack_messages = false means never delete, poison or not.
-            if action == PoisonAction::Delete && ctx.settings.ack_messages {
-                ctx.deleter.delete(&receipt, &id).await;
-            }
-        }
-        Fate::Retry { .. } => {
-            let backoff = retry_backoff(receive_count).min(ctx.settings.visibility_timeout);
-            tracing::warn!(input, queue, message_id = %id, receive_count, retry_in_s = backoff.as_secs(), failed_objects = %failed.join("; "), "message not completed; left for redelivery");
-            // Never delete here: the work was not confirmed. Shorten the invisibility so the
-            // retry comes after a backoff rather than a whole visibility timeout.
-            let _ = ctx
-                .clients
-                .sqs
-                .change_message_visibility()
-                .queue_url(queue)
-                .receipt_handle(&receipt)
-                .visibility_timeout(backoff.as_secs() as i32)
-                .send()
-                .await;
-        }
-        Fate::Interrupted => {
-            tracing::info!(input, queue, message_id = %id, "interrupted by shutdown; left for redelivery");
+impl Fate {
+    fn label(self) -> &'static str {
+        match self {
+            Fate::Done => "done",
+            Fate::Retry { .. } => "retry",
+            Fate::Interrupted => "interrupted",
         }
     }
-}
-
-fn retry_backoff(receive_count: u32) -> Duration {
-    let exp = receive_count.saturating_sub(1).min(16);
-    (FAILED_BACKOFF_START * 2u32.pow(exp)).min(FAILED_BACKOFF_CAP)
-}
-
-/// Facts of the message being worked on.
-struct Facts<'a> {
-    id: &'a str,
-    body: &'a str,
-    receive_count: u32,
-    sent_ms: Option<u64>,
 }
 
 /// What became of the work of a message.
@@ -204,22 +134,125 @@ impl From<Fate> for Worked {
     }
 }
 
-/// What became of one object of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ObjectFate {
-    /// Every event confirmed.
-    Delivered,
-    /// The ledger says this version was delivered before.
-    AlreadyDelivered,
-    /// Excluded by the input's selection.
-    Skipped,
-    /// Gone from S3: it will never appear, so retrying cannot help.
-    Missing,
-    /// Failed (what it read before the failure was delivered); `repeats` when it will fail
-    /// the same way on the next receive.
-    Failed { repeats: bool },
-    /// Shutdown cut it.
-    Interrupted,
+/// Handles one received message to the end: works it under the heartbeat, then settles it.
+pub async fn handle(ctx: Arc<InputContext>, message: Received, hard_stop: CancellationToken) {
+    let input = ctx.settings.name.as_str();
+    let Some(receipt) = message.receipt.as_deref() else {
+        tracing::error!(input, queue = %ctx.settings.queue_url, message_id = %message.id, "message without a receipt handle; ignored");
+        return;
+    };
+    let facts = MessageFacts {
+        id: &message.id,
+        body: &message.body,
+        receive_count: message.receive_count,
+        sent_ms: message.sent_ms,
+    };
+    let beat = Beat {
+        queue: ctx.queue.as_ref(),
+        input,
+        receipt,
+        message_id: &message.id,
+        visibility: ctx.settings.visibility_timeout,
+    };
+    let worked = {
+        let work = work(&ctx, facts, &hard_stop);
+        tokio::pin!(work);
+        tokio::select! {
+            worked = &mut work => worked,
+            // The heartbeat ends early only when the receipt is gone; the work goes on.
+            _ = heartbeat::keep_invisible(beat) => work.await,
+        }
+    };
+    metrics::count(
+        "sluice_messages_total",
+        "SQS messages handled, by outcome",
+        &[("input", input), ("outcome", worked.fate.label())],
+        1,
+    );
+    settle(&ctx, &message, receipt, worked).await;
+}
+
+/// Acts on a message's fate: delete, poison, retry after a backoff, or leave it.
+async fn settle(ctx: &InputContext, message: &Received, receipt: &str, worked: Worked) {
+    let input = ctx.settings.name.as_str();
+    let queue = ctx.settings.queue_url.as_str();
+    let id = message.id.as_str();
+    match worked.fate {
+        Fate::Done if ctx.settings.ack_messages => {
+            ctx.deleter.delete(receipt, id).await;
+        }
+        Fate::Done => {
+            // ack_messages = false is the Devo collector's testing mode: never delete; the
+            // message comes back after its visibility timeout.
+            tracing::info!(input, queue, message_id = %id, "done; not deleted (ack_messages = false)");
+        }
+        Fate::Retry { repeats: true } if is_poison(ctx, message.receive_count) => {
+            poison(ctx, message, receipt, &worked.failed).await;
+        }
+        Fate::Retry { .. } => {
+            retry_later(ctx, message, receipt, &worked.failed).await;
+        }
+        Fate::Interrupted => {
+            tracing::info!(input, queue, message_id = %id, "interrupted by shutdown; left for redelivery");
+        }
+    }
+}
+
+/// Whether a message whose failure repeats has now failed too often.
+fn is_poison(ctx: &InputContext, receive_count: u32) -> bool {
+    ctx.poison.is_some_and(|(max, _)| receive_count >= max)
+}
+
+/// A poison message: logged with what failed, then deleted or left per `poison_action`.
+async fn poison(ctx: &InputContext, message: &Received, receipt: &str, failed: &[String]) {
+    let input = ctx.settings.name.as_str();
+    let action = ctx.poison.map(|(_, a)| a).unwrap_or(PoisonAction::Keep);
+    metrics::count(
+        "sluice_messages_poison_total",
+        "Messages that failed max_receive_count times",
+        &[
+            ("input", input),
+            (
+                "action",
+                match action {
+                    PoisonAction::Keep => "keep",
+                    PoisonAction::Delete => "delete",
+                },
+            ),
+        ],
+        1,
+    );
+    // Names every object that failed, so a deleted message leaves a trace of what was not
+    // delivered; the objects that were are confirmed (and in the ledger).
+    tracing::error!(
+        input, queue = %ctx.settings.queue_url, message_id = %message.id,
+        receive_count = message.receive_count, sent_ms = message.sent_ms,
+        first_receive_ms = message.first_receive_ms,
+        action = ?action,
+        failed_objects = %failed.join("; "),
+        body = %notification::preview(&message.body),
+        "poison message: failed on every receive so far"
+    );
+    // ack_messages = false means never delete, poison or not.
+    if action == PoisonAction::Delete && ctx.settings.ack_messages {
+        ctx.deleter.delete(receipt, &message.id).await;
+    }
+}
+
+/// A failed message goes back to the queue after a backoff that grows with its receives.
+async fn retry_later(ctx: &InputContext, message: &Received, receipt: &str, failed: &[String]) {
+    let receive_count = message.receive_count;
+    let backoff = retry_backoff(receive_count).min(ctx.settings.visibility_timeout);
+    tracing::warn!(input = %ctx.settings.name, queue = %ctx.settings.queue_url, message_id = %message.id, receive_count, retry_in_s = backoff.as_secs(), failed_objects = %failed.join("; "), "message not completed; left for redelivery");
+    // Never delete here: the work was not confirmed. Shorten the invisibility so the retry
+    // comes after a backoff rather than a whole visibility timeout. If this fails, the retry
+    // only comes later, after the visibility timeout.
+    let _ = ctx.queue.change_visibility(receipt, backoff).await;
+}
+
+fn retry_backoff(receive_count: u32) -> Duration {
+    let exp = receive_count.saturating_sub(1).min(16);
+    (FAILED_BACKOFF_START * 2u32.pow(exp)).min(FAILED_BACKOFF_CAP)
 }
 
 /// The fate of a message from the fates of its objects.
@@ -238,7 +271,7 @@ fn message_fate(objects: &[ObjectFate]) -> Fate {
     let mut failed = false;
     let mut all_repeat = true;
     for object in objects {
-        if let ObjectFate::Failed { repeats } = object {
+        if let ObjectFate::Failed { repeats, .. } = object {
             failed = true;
             all_repeat &= repeats;
         }
@@ -252,55 +285,49 @@ fn message_fate(objects: &[ObjectFate]) -> Fate {
     }
 }
 
-fn count_object(input: &str, outcome: &str) {
-    metrics::count(
-        "sluice_objects_total",
-        "Objects handled, by outcome",
-        &[("input", input), ("outcome", outcome)],
-        1,
-    );
-}
-
-/// Counts the events a checkpoint kept from being sent again.
-fn count_skipped(input: &str, progress: &object::Progress) {
-    if progress.skipped > 0 {
-        metrics::count(
-            "sluice_events_skipped_checkpoint_total",
-            "Events of a redelivered object not sent again: confirmed by an earlier attempt (ledger checkpoint)",
-            &[("input", input)],
-            progress.skipped,
-        );
+/// Runs the message's work: in direct mode the body itself, else the objects its
+/// notification announces (after the `debug_md5` event, when asked).
+async fn work(
+    ctx: &InputContext,
+    facts: MessageFacts<'_>,
+    hard_stop: &CancellationToken,
+) -> Worked {
+    if ctx.settings.direct_mode {
+        return direct(ctx, facts).await.into();
     }
+    let objects = match announced(ctx, facts) {
+        Ok(objects) => objects,
+        Err(fate) => return fate.into(),
+    };
+    if ctx.settings.debug_md5 {
+        if let Err(e) = ctx.work.debug_md5(facts, &objects).await {
+            tracing::error!(input = %ctx.settings.name, queue = %ctx.settings.queue_url, message_id = %facts.id, error = %e, "debug_md5 event not delivered");
+            return if hard_stop.is_cancelled() {
+                Fate::Interrupted
+            } else {
+                Fate::Retry { repeats: false }
+            }
+            .into();
+        }
+    }
+    run_objects(ctx, facts, &objects, hard_stop).await
 }
 
-/// Classifies the body and runs its objects (or, in direct mode, the body itself).
-async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationToken) -> Worked {
+/// The objects the body announces, or the fate of a message that announces none: a test
+/// event or a control message is done; an undecodable body is retried and counts toward the
+/// poison threshold.
+fn announced(ctx: &InputContext, facts: MessageFacts<'_>) -> Result<Vec<ObjectRef>, Fate> {
     let input = ctx.settings.name.as_str();
     let queue = ctx.settings.queue_url.as_str();
     let id = facts.id;
-    let job = ObjectJob {
-        input,
-        s3: &ctx.clients.s3,
-        batch: ctx.batch,
-        forwarder: &ctx.forwarder,
-        fetch: &ctx.fetch,
-        do_not_send: ctx.settings.do_not_send,
-        message_id: id,
-        sent_ms: facts.sent_ms,
-        receive_count: facts.receive_count,
-        ledger: ctx.ledger.as_ref(),
-    };
-    if ctx.settings.direct_mode {
-        return direct(ctx, &job, facts, hard_stop).await.into();
-    }
-    let objects = match notification::classify(facts.body) {
+    match notification::classify(facts.body) {
         Ok(Notification::TestEvent) => {
             tracing::info!(input, queue, message_id = %id, "s3:TestEvent");
-            return Fate::Done.into();
+            Err(Fate::Done)
         }
         Ok(Notification::Control { kind }) => {
             tracing::info!(input, queue, message_id = %id, kind = %kind, "control message, no work");
-            return Fate::Done.into();
+            Err(Fate::Done)
         }
         Ok(Notification::Objects {
             objects,
@@ -311,7 +338,7 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
             if skipped > 0 {
                 tracing::debug!(input, message_id = %id, shape, skipped, "records that announce no new object skipped");
             }
-            objects
+            Ok(objects)
         }
         Err(e) => {
             metrics::count(
@@ -323,37 +350,34 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
             // Not deleted: an unknown body may be a shape we should learn, and deleting it
             // would lose it. It goes back to the queue, then to the poison policy.
             tracing::error!(input, queue, message_id = %id, error = %e, "undecodable message");
-            return Fate::Retry { repeats: true }.into();
-        }
-    };
-    if ctx.settings.debug_md5 {
-        if let Err(e) = send_md5(&job, facts, &objects).await {
-            tracing::error!(input, queue, message_id = %id, error = %e, "debug_md5 event not delivered");
-            return if hard_stop.is_cancelled() {
-                Fate::Interrupted
-            } else {
-                Fate::Retry { repeats: false }
-            }
-            .into();
+            Err(Fate::Retry { repeats: true })
         }
     }
+}
 
-    // Every object is attempted whatever became of the ones before it (only shutdown stops
-    // the walk): a bad object must not cost the good ones, and what each confirmed stays
-    // confirmed (ledger) when the message comes back.
+/// Runs every object, each attempted whatever became of the ones before it (only shutdown
+/// stops the walk): a bad object must not cost the good ones, and what each confirmed stays
+/// confirmed (ledger) when the message comes back.
+async fn run_objects(
+    ctx: &InputContext,
+    facts: MessageFacts<'_>,
+    objects: &[ObjectRef],
+    hard_stop: &CancellationToken,
+) -> Worked {
     let mut fates = Vec::with_capacity(objects.len());
     let mut failed = Vec::new();
-    for object in &objects {
+    for object in objects {
         if hard_stop.is_cancelled() {
             fates.push(ObjectFate::Interrupted);
             break;
         }
-        let fate = run_object(ctx, &job, object, hard_stop).await;
-        if let (ObjectFate::Failed { .. }, Err(reason)) = &fate {
+        let fate = ctx.work.object(facts, object).await;
+        if let ObjectFate::Failed { reason, .. } = &fate {
             failed.push(format!("s3://{}/{} ({reason})", object.bucket, object.key));
         }
-        fates.push(fate.0);
-        if fates.last() == Some(&ObjectFate::Interrupted) {
+        let interrupted = fate == ObjectFate::Interrupted;
+        fates.push(fate);
+        if interrupted {
             break;
         }
     }
@@ -363,254 +387,54 @@ async fn work(ctx: &InputContext, facts: &Facts<'_>, hard_stop: &CancellationTok
     }
 }
 
-/// Runs one object and logs and counts its outcome; a failure comes with its reason.
-async fn run_object(
-    ctx: &InputContext,
-    job: &ObjectJob<'_>,
-    object: &notification::ObjectRef,
-    hard_stop: &CancellationToken,
-) -> (ObjectFate, Result<(), String>) {
-    let input = job.input;
-    let queue = ctx.settings.queue_url.as_str();
-    let id = job.message_id;
-    let (bucket, key) = (object.bucket.as_str(), object.key.as_str());
-    let (spec, hints) = match ctx.settings.processing.select(key) {
-        Selection::Skip { reason } => {
-            count_object(input, "skipped");
-            tracing::info!(input, message_id = %id, bucket, key, reason = %reason, "object skipped");
-            return (ObjectFate::Skipped, Ok(()));
+/// Direct mode: the body is the event; its fate is the message's.
+async fn direct(ctx: &InputContext, facts: MessageFacts<'_>) -> Fate {
+    match ctx.work.body(facts).await {
+        ObjectFate::Interrupted => Fate::Interrupted,
+        ObjectFate::Failed { repeats, .. } => Fate::Retry { repeats },
+        _ => Fate::Done,
+    }
+}
+
+/// Resolves the poison-message policy: the configured threshold, else off when the queue has
+/// a redrive policy (its dead-letter queue takes failing messages) and 5 receives otherwise
+/// (Filebeat's default), so a queue without a DLQ never cycles a bad message forever.
+pub async fn poison_policy(
+    queue: &dyn Queue,
+    input: &InputSettings,
+) -> Option<(u32, PoisonAction)> {
+    let redrive = match queue.has_dead_letter_queue().await {
+        Ok(redrive) => redrive,
+        Err(e) => {
+            // Unknown: assume a DLQ exists, the choice that never deletes.
+            tracing::warn!(input = %input.name, queue = %input.queue_url, error = %e, "cannot read the queue's redrive policy; assuming one exists");
+            true
         }
-        Selection::Process { spec, hints } => (spec, hints),
     };
-    let started = std::time::Instant::now();
-    match object::run(job, object, spec, hints).await {
-        Ok(None) => {
-            count_object(input, "already_delivered");
-            tracing::info!(input, message_id = %id, bucket, key, "object already delivered (ledger); not sent again");
-            (ObjectFate::AlreadyDelivered, Ok(()))
-        }
-        Ok(Some(delivered)) => {
-            count_object(input, "ok");
-            count_delivered(input, bucket, key, &delivered);
-            tracing::info!(
-                input, message_id = %id, bucket, key,
-                events = delivered.stats.events,
-                events_confirmed = delivered.progress.confirmed,
-                events_skipped = delivered.progress.skipped,
-                bytes = delivered.stats.bytes_in,
-                ms = started.elapsed().as_millis() as u64,
-                "object delivered"
-            );
-            (ObjectFate::Delivered, Ok(()))
-        }
-        Err(f) if hard_stop.is_cancelled() => {
-            count_skipped(input, &f.progress);
-            tracing::info!(input, message_id = %id, bucket, key, error = %f.error, events_delivered = f.progress.confirmed, "object interrupted by shutdown");
-            (ObjectFate::Interrupted, Ok(()))
-        }
-        Err(f) => {
-            count_object(input, f.error.label());
-            count_skipped(input, &f.progress);
-            if f.progress.confirmed > 0 {
-                metrics::count(
-                    "sluice_events_from_failed_objects_total",
-                    "Events delivered from objects that then failed part-way (read before the error)",
-                    &[("input", input)],
-                    f.progress.confirmed,
-                );
-            }
-            let repeats = f.error.repeats();
-            tracing::error!(
-                input, queue, message_id = %id, bucket, key,
-                error = %f.error,
-                offset = f.error.offset(),
-                events_delivered = f.progress.confirmed,
-                events_skipped = f.progress.skipped,
-                repeats,
-                "object failed"
-            );
-            if f.error.is_permanent() {
-                // A missing object will never appear: retrying the message would only
-                // block the queue. It is logged and counted above; the rest goes on.
-                return (ObjectFate::Missing, Ok(()));
-            }
-            (ObjectFate::Failed { repeats }, Err(f.error.to_string()))
-        }
-    }
-}
-
-/// Counts what a delivered object's processing noticed.
-fn count_delivered(input: &str, bucket: &str, key: &str, delivered: &object::Delivered) {
-    let stats = &delivered.stats;
-    count_skipped(input, &delivered.progress);
-    metrics::count(
-        "sluice_object_bytes_total",
-        "Decompressed bytes read from objects",
-        &[("input", input)],
-        stats.bytes_in,
-    );
-    if stats.truncated + stats.dropped > 0 {
-        metrics::count(
-            "sluice_events_truncated_total",
-            "Events cut to max_event_bytes",
-            &[("input", input)],
-            stats.truncated,
-        );
-        metrics::count(
-            "sluice_events_dropped_total",
-            "Events dropped for their length",
-            &[("input", input)],
-            stats.dropped,
-        );
-        tracing::warn!(
-            input,
-            bucket,
-            key,
-            truncated = stats.truncated,
-            dropped = stats.dropped,
-            "events over max_event_bytes"
-        );
-    }
-    if stats.invalid_utf8 > 0 {
-        metrics::count(
-            "sluice_events_invalid_utf8_total",
-            "Events with bytes that were not UTF-8 (decoded per `encoding`)",
-            &[("input", input)],
-            stats.invalid_utf8,
-        );
-    }
-    if stats.malformed_records > 0 {
-        metrics::count(
-            "sluice_records_malformed_total",
-            "Records skipped or passed through as text: not JSON, nested too deep, or without extract_field",
-            &[("input", input)],
-            stats.malformed_records,
-        );
-        tracing::warn!(
-            input,
-            bucket,
-            key,
-            malformed_records = stats.malformed_records,
-            "malformed records (see docs/formats.md, Errors)"
-        );
-    }
-}
-
-/// Direct mode: the body is the event. No notification, no S3; the input's processing for an
-/// empty key decides how it is split (`lines` for compact JSON, `json` otherwise).
-async fn direct(
-    ctx: &InputContext,
-    job: &ObjectJob<'_>,
-    facts: &Facts<'_>,
-    hard_stop: &CancellationToken,
-) -> Fate {
-    let input = job.input;
-    let queue = ctx.settings.queue_url.as_str();
-    let id = facts.id;
-    let Selection::Process { spec, hints } = ctx.settings.processing.select("") else {
-        tracing::error!(input, message_id = %id, "direct_mode input excludes the empty key; nothing to do");
-        return Fate::Retry { repeats: true };
-    };
-    let body = bytes::Bytes::copy_from_slice(facts.body.as_bytes());
-    match object::run_body(job, body, spec, hints).await {
-        Ok(delivered) => {
-            count_object(input, "ok");
-            tracing::debug!(input, message_id = %id, events = delivered.stats.events, "direct message delivered");
-            Fate::Done
-        }
-        Err(_) if hard_stop.is_cancelled() => Fate::Interrupted,
-        Err(f) => {
-            count_object(input, f.error.label());
-            tracing::error!(input, queue, message_id = %id, error = %f.error, offset = f.error.offset(), events_delivered = f.progress.confirmed, "direct message failed");
-            Fate::Retry {
-                repeats: f.error.repeats(),
-            }
-        }
-    }
-}
-
-/// The Devo tag of `debug_md5` events.
-const MD5_TAG: &str = "my.app.sqs.message_body";
-
-/// Sends the `debug_md5` event of a message: md5 of the body, message id, receive count and
-/// the objects it names, as one compact JSON line.
-async fn send_md5(
-    job: &ObjectJob<'_>,
-    facts: &Facts<'_>,
-    objects: &[notification::ObjectRef],
-) -> Result<(), crate::delivery::forward::ForwardError> {
-    use md5::Digest;
-    use std::fmt::Write;
-    let digest = md5::Md5::digest(facts.body.as_bytes());
-    let mut hex = String::with_capacity(32);
-    for b in digest {
-        let _ = write!(hex, "{b:02x}");
-    }
-    let event = serde_json::json!({
-        "md5": hex,
-        "message_id": facts.id,
-        "receive_count": facts.receive_count,
-        "objects": objects
-            .iter()
-            .map(|o| serde_json::json!({"bucket": o.bucket, "key": o.key}))
-            .collect::<Vec<_>>(),
+    let action = input.poison_action.unwrap_or(if redrive {
+        PoisonAction::Keep
+    } else {
+        PoisonAction::Delete
     });
-    let mut encoder = sluice_relay::protocol::BatchEncoder::new(job.batch.compression_level);
-    encoder.push(MD5_TAG, event.to_string().as_bytes());
-    if job.do_not_send {
-        return Ok(());
-    }
-    job.forwarder
-        .deliver(job.input, &encoder.finish())
-        .await
-        .map(|_| ())
-}
-
-/// Keeps the message invisible while its work runs: every half visibility timeout, extend it
-/// to a full one. Stops when `stop` fires or the receipt handle is no longer valid.
-async fn heartbeat(ctx: Arc<InputContext>, receipt: String, id: String, stop: CancellationToken) {
-    let visibility = ctx.settings.visibility_timeout;
-    if visibility.is_zero() {
-        return;
-    }
-    let period = (visibility / 2).max(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        let result = ctx
-            .clients
-            .sqs
-            .change_message_visibility()
-            .queue_url(&ctx.settings.queue_url)
-            .receipt_handle(&receipt)
-            .visibility_timeout(visibility.as_secs() as i32)
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                metrics::count(
-                    "sluice_visibility_extensions_total",
-                    "Heartbeat visibility extensions",
-                    &[("input", &ctx.settings.name)],
-                    1,
-                );
-            }
-            Err(e) => {
-                let e = crate::queue::aws::describe(&e);
-                tracing::warn!(input = %ctx.settings.name, message_id = %id, error = %e, "could not extend visibility");
-                if e.contains("ReceiptHandleIsInvalid") || e.contains("MessageNotInflight") {
-                    return;
-                }
-            }
-        }
-    }
+    let policy = match input.max_receive_count {
+        Some(max) => Some((max, action)),
+        None if redrive => None,
+        None => Some((DEFAULT_MAX_RECEIVE_COUNT, action)),
+    };
+    tracing::info!(input = %input.name, redrive_policy = redrive, poison = ?policy, "poison-message policy");
+    policy
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed(repeats: bool) -> ObjectFate {
+        ObjectFate::Failed {
+            repeats,
+            reason: "x".into(),
+        }
+    }
 
     #[test]
     fn message_fate_from_object_fates() {
@@ -620,21 +444,21 @@ mod tests {
         assert_eq!(message_fate(&[]), Fate::Done);
         // One corrupt object among good ones: back to the queue, toward the poison policy.
         assert_eq!(
-            message_fate(&[Failed { repeats: true }, Delivered, Delivered]),
+            message_fate(&[failed(true), Delivered, Delivered]),
             Fate::Retry { repeats: true }
         );
         // An outage on any object keeps the message away from the poison policy.
         assert_eq!(
-            message_fate(&[Failed { repeats: true }, Failed { repeats: false }]),
+            message_fate(&[failed(true), failed(false)]),
             Fate::Retry { repeats: false }
         );
         assert_eq!(
-            message_fate(&[Delivered, Failed { repeats: false }]),
+            message_fate(&[Delivered, failed(false)]),
             Fate::Retry { repeats: false }
         );
         // Shutdown wins: the work was cut, not failed.
         assert_eq!(
-            message_fate(&[Failed { repeats: true }, Interrupted]),
+            message_fate(&[failed(true), Interrupted]),
             Fate::Interrupted
         );
     }
