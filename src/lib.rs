@@ -14,14 +14,15 @@
 //! - [`processor`]: decompressed bytes → tagged events;
 //! - [`delivery`]: events → gzip batches ([`delivery::batch`]) → relay confirmations
 //!   ([`delivery::forward`]), within the caps agreed with the relay ([`delivery::limits`]);
-//! - [`metrics`]: Prometheus counters.
+//! - [`telemetry`]: every metric declared once, the typed events that log and count, and the
+//!   `/metrics` listener.
 
 pub mod config;
 pub mod decompress;
 pub mod delivery;
-pub mod metrics;
 pub mod notification;
 pub mod object;
 pub mod pipeline;
 pub mod processor;
 pub mod queue;
+pub mod telemetry;

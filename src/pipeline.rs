@@ -19,7 +19,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::delivery::forward::Forwarder;
-use crate::metrics;
 use crate::object::work::ObjectWork;
 use crate::queue::deleter::Deleter;
 use crate::queue::fate::{poison_policy, InputContext};
@@ -63,7 +62,7 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
             .with_compression_level(settings.batch.compression_level),
     );
     if let Some(address) = &settings.metrics_address {
-        let bound = metrics::serve(address, hard_stop.clone())
+        let bound = crate::telemetry::serve(address, hard_stop.clone())
             .await
             .map_err(|source| StartError::Metrics {
                 address: address.clone(),

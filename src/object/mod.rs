@@ -334,12 +334,7 @@ impl Split<'_, '_> {
         let mut confirmed = 0u64;
         while let Some(batch) = batch_rx.recv().await {
             if job.do_not_send {
-                crate::metrics::count(
-                    "sluice_events_not_sent_total",
-                    "Events a do_not_send input processed and did not send",
-                    &[("input", job.input)],
-                    batch.events,
-                );
+                crate::telemetry::events_not_sent(job.input, batch.events);
                 continue;
             }
             if let Err(e) = job

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Queue;
-use crate::metrics;
+use crate::telemetry;
 
 /// Most entries in one DeleteMessageBatch call (SQS's limit).
 const MAX_BATCH: usize = 10;
@@ -88,19 +88,14 @@ async fn delete_batch(target: &Target, batch: Vec<Request>) {
     let deleted = match target.queue.delete_batch(&receipts).await {
         Ok(deleted) => deleted,
         Err(e) => {
-            tracing::warn!(input, queue = queue_url, error = %e, "DeleteMessageBatch failed; retrying one by one");
+            telemetry::delete_batch_failed(input, queue_url, &e);
             vec![false; batch.len()]
         }
     };
     for (i, request) in batch.into_iter().enumerate() {
         let ok = deleted.get(i).copied().unwrap_or(false) || delete_one(target, &request).await;
         if ok {
-            metrics::count(
-                "sluice_messages_deleted_total",
-                "Messages deleted after confirmation",
-                &[("input", input)],
-                1,
-            );
+            telemetry::message_deleted(input);
         }
         let _ = request.done.send(ok);
     }
@@ -112,11 +107,11 @@ async fn delete_one(target: &Target, request: &Request) -> bool {
         match target.queue.delete(&request.receipt).await {
             Ok(()) => return true,
             Err(e) => {
-                tracing::warn!(input, queue = queue_url, message_id = %request.message_id, attempt, error = %e, "delete failed");
+                telemetry::delete_failed(input, queue_url, &request.message_id, attempt, &e);
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
         }
     }
-    tracing::error!(input, queue = queue_url, message_id = %request.message_id, "could not delete a confirmed message; it will be redelivered (a duplicate)");
+    telemetry::delete_abandoned(input, queue_url, &request.message_id);
     false
 }

@@ -18,8 +18,8 @@ use super::deleter::Deleter;
 use super::heartbeat::{self, Beat};
 use super::{BoxFuture, Queue, Received};
 use crate::config::{InputSettings, PoisonAction};
-use crate::metrics;
 use crate::notification::{self, Notification, ObjectRef};
+use crate::telemetry::{MessageEvent, MessageScope};
 
 /// Retry delay for a failed message's first redelivery; doubles per receive.
 const FAILED_BACKOFF_START: Duration = Duration::from_secs(5);
@@ -108,16 +108,6 @@ enum Fate {
     Interrupted,
 }
 
-impl Fate {
-    fn label(self) -> &'static str {
-        match self {
-            Fate::Done => "done",
-            Fate::Retry { .. } => "retry",
-            Fate::Interrupted => "interrupted",
-        }
-    }
-}
-
 /// What became of the work of a message.
 struct Worked {
     fate: Fate,
@@ -137,8 +127,9 @@ impl From<Fate> for Worked {
 /// Handles one received message to the end: works it under the heartbeat, then settles it.
 pub async fn handle(ctx: Arc<InputContext>, message: Received, hard_stop: CancellationToken) {
     let input = ctx.settings.name.as_str();
+    let scope = scope(&ctx, &message.id);
     let Some(receipt) = message.receipt.as_deref() else {
-        tracing::error!(input, queue = %ctx.settings.queue_url, message_id = %message.id, "message without a receipt handle; ignored");
+        scope.emit(MessageEvent::NoReceipt);
         return;
     };
     let facts = MessageFacts {
@@ -163,91 +154,65 @@ pub async fn handle(ctx: Arc<InputContext>, message: Received, hard_stop: Cancel
             _ = heartbeat::keep_invisible(beat) => work.await,
         }
     };
-    metrics::count(
-        "sluice_messages_total",
-        "SQS messages handled, by outcome",
-        &[("input", input), ("outcome", worked.fate.label())],
-        1,
-    );
     settle(&ctx, &message, receipt, worked).await;
+}
+
+/// The scope of a message's events.
+fn scope<'a>(ctx: &'a InputContext, message_id: &'a str) -> MessageScope<'a> {
+    MessageScope {
+        input: &ctx.settings.name,
+        queue: &ctx.settings.queue_url,
+        message_id,
+    }
 }
 
 /// Acts on a message's fate: delete, poison, retry after a backoff, or leave it.
 async fn settle(ctx: &InputContext, message: &Received, receipt: &str, worked: Worked) {
-    let input = ctx.settings.name.as_str();
-    let queue = ctx.settings.queue_url.as_str();
-    let id = message.id.as_str();
+    let scope = scope(ctx, &message.id);
     match worked.fate {
-        Fate::Done if ctx.settings.ack_messages => {
-            ctx.deleter.delete(receipt, id).await;
-        }
         Fate::Done => {
             // ack_messages = false is the Devo collector's testing mode: never delete; the
             // message comes back after its visibility timeout.
-            tracing::info!(input, queue, message_id = %id, "done; not deleted (ack_messages = false)");
+            let delete = ctx.settings.ack_messages;
+            scope.emit(MessageEvent::Done { deleted: delete });
+            if delete {
+                ctx.deleter.delete(receipt, &message.id).await;
+            }
         }
         Fate::Retry { repeats: true } if is_poison(ctx, message.receive_count) => {
-            poison(ctx, message, receipt, &worked.failed).await;
+            let action = ctx.poison.map(|(_, a)| a).unwrap_or(PoisonAction::Keep);
+            scope.emit(MessageEvent::Poison {
+                action,
+                receive_count: message.receive_count,
+                sent_ms: message.sent_ms,
+                first_receive_ms: message.first_receive_ms,
+                failed_objects: &worked.failed,
+                body_preview: &notification::preview(&message.body),
+            });
+            // ack_messages = false means never delete, poison or not.
+            if action == PoisonAction::Delete && ctx.settings.ack_messages {
+                ctx.deleter.delete(receipt, &message.id).await;
+            }
         }
         Fate::Retry { .. } => {
-            retry_later(ctx, message, receipt, &worked.failed).await;
+            let backoff = retry_backoff(message.receive_count).min(ctx.settings.visibility_timeout);
+            scope.emit(MessageEvent::Retry {
+                receive_count: message.receive_count,
+                retry_in: backoff,
+                failed_objects: &worked.failed,
+            });
+            // Never delete here: the work was not confirmed. Shorten the invisibility so the
+            // retry comes after a backoff rather than a whole visibility timeout. If this
+            // fails, the retry only comes later, after the visibility timeout.
+            let _ = ctx.queue.change_visibility(receipt, backoff).await;
         }
-        Fate::Interrupted => {
-            tracing::info!(input, queue, message_id = %id, "interrupted by shutdown; left for redelivery");
-        }
+        Fate::Interrupted => scope.emit(MessageEvent::Interrupted),
     }
 }
 
 /// Whether a message whose failure repeats has now failed too often.
 fn is_poison(ctx: &InputContext, receive_count: u32) -> bool {
     ctx.poison.is_some_and(|(max, _)| receive_count >= max)
-}
-
-/// A poison message: logged with what failed, then deleted or left per `poison_action`.
-async fn poison(ctx: &InputContext, message: &Received, receipt: &str, failed: &[String]) {
-    let input = ctx.settings.name.as_str();
-    let action = ctx.poison.map(|(_, a)| a).unwrap_or(PoisonAction::Keep);
-    metrics::count(
-        "sluice_messages_poison_total",
-        "Messages that failed max_receive_count times",
-        &[
-            ("input", input),
-            (
-                "action",
-                match action {
-                    PoisonAction::Keep => "keep",
-                    PoisonAction::Delete => "delete",
-                },
-            ),
-        ],
-        1,
-    );
-    // Names every object that failed, so a deleted message leaves a trace of what was not
-    // delivered; the objects that were are confirmed (and in the ledger).
-    tracing::error!(
-        input, queue = %ctx.settings.queue_url, message_id = %message.id,
-        receive_count = message.receive_count, sent_ms = message.sent_ms,
-        first_receive_ms = message.first_receive_ms,
-        action = ?action,
-        failed_objects = %failed.join("; "),
-        body = %notification::preview(&message.body),
-        "poison message: failed on every receive so far"
-    );
-    // ack_messages = false means never delete, poison or not.
-    if action == PoisonAction::Delete && ctx.settings.ack_messages {
-        ctx.deleter.delete(receipt, &message.id).await;
-    }
-}
-
-/// A failed message goes back to the queue after a backoff that grows with its receives.
-async fn retry_later(ctx: &InputContext, message: &Received, receipt: &str, failed: &[String]) {
-    let receive_count = message.receive_count;
-    let backoff = retry_backoff(receive_count).min(ctx.settings.visibility_timeout);
-    tracing::warn!(input = %ctx.settings.name, queue = %ctx.settings.queue_url, message_id = %message.id, receive_count, retry_in_s = backoff.as_secs(), failed_objects = %failed.join("; "), "message not completed; left for redelivery");
-    // Never delete here: the work was not confirmed. Shorten the invisibility so the retry
-    // comes after a backoff rather than a whole visibility timeout. If this fails, the retry
-    // only comes later, after the visibility timeout.
-    let _ = ctx.queue.change_visibility(receipt, backoff).await;
 }
 
 fn retry_backoff(receive_count: u32) -> Duration {
@@ -301,7 +266,7 @@ async fn work(
     };
     if ctx.settings.debug_md5 {
         if let Err(e) = ctx.work.debug_md5(facts, &objects).await {
-            tracing::error!(input = %ctx.settings.name, queue = %ctx.settings.queue_url, message_id = %facts.id, error = %e, "debug_md5 event not delivered");
+            scope(ctx, facts.id).emit(MessageEvent::Md5NotDelivered { error: &e });
             return if hard_stop.is_cancelled() {
                 Fate::Interrupted
             } else {
@@ -317,16 +282,14 @@ async fn work(
 /// event or a control message is done; an undecodable body is retried and counts toward the
 /// poison threshold.
 fn announced(ctx: &InputContext, facts: MessageFacts<'_>) -> Result<Vec<ObjectRef>, Fate> {
-    let input = ctx.settings.name.as_str();
-    let queue = ctx.settings.queue_url.as_str();
-    let id = facts.id;
+    let scope = scope(ctx, facts.id);
     match notification::classify(facts.body) {
         Ok(Notification::TestEvent) => {
-            tracing::info!(input, queue, message_id = %id, "s3:TestEvent");
+            scope.emit(MessageEvent::TestEvent);
             Err(Fate::Done)
         }
         Ok(Notification::Control { kind }) => {
-            tracing::info!(input, queue, message_id = %id, kind = %kind, "control message, no work");
+            scope.emit(MessageEvent::Control { kind: &kind });
             Err(Fate::Done)
         }
         Ok(Notification::Objects {
@@ -336,20 +299,14 @@ fn announced(ctx: &InputContext, facts: MessageFacts<'_>) -> Result<Vec<ObjectRe
             ..
         }) => {
             if skipped > 0 {
-                tracing::debug!(input, message_id = %id, shape, skipped, "records that announce no new object skipped");
+                scope.emit(MessageEvent::RecordsSkipped { shape, skipped });
             }
             Ok(objects)
         }
         Err(e) => {
-            metrics::count(
-                "sluice_messages_undecodable_total",
-                "Messages whose body is no known notification",
-                &[("input", input)],
-                1,
-            );
             // Not deleted: an unknown body may be a shape we should learn, and deleting it
             // would lose it. It goes back to the queue, then to the poison policy.
-            tracing::error!(input, queue, message_id = %id, error = %e, "undecodable message");
+            scope.emit(MessageEvent::Undecodable { error: &e });
             Err(Fate::Retry { repeats: true })
         }
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{Queue, QueueError};
-use crate::metrics;
+use crate::telemetry;
 
 /// Shortest period between two extensions, whatever the visibility timeout.
 const MIN_PERIOD: Duration = Duration::from_millis(500);
@@ -37,16 +37,9 @@ pub async fn keep_invisible(beat: Beat<'_>) {
             .change_visibility(beat.receipt, beat.visibility)
             .await
         {
-            Ok(()) => {
-                metrics::count(
-                    "sluice_visibility_extensions_total",
-                    "Heartbeat visibility extensions",
-                    &[("input", beat.input)],
-                    1,
-                );
-            }
+            Ok(()) => telemetry::visibility_extended(beat.input),
             Err(e) => {
-                tracing::warn!(input = %beat.input, message_id = %beat.message_id, error = %e, "could not extend visibility");
+                telemetry::visibility_not_extended(beat.input, beat.message_id, &e);
                 if matches!(e, QueueError::ReceiptGone(_)) {
                     return;
                 }

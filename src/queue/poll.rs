@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::fate::{self, InputContext};
 use crate::delivery::forward::jitter;
-use crate::metrics;
+use crate::telemetry;
 
 /// First wait after a failed receive; doubles per failure in a row.
 const ERROR_DELAY_START: Duration = Duration::from_secs(1);
@@ -60,13 +60,7 @@ pub async fn poll(
                 messages
             }
             Err(e) => {
-                metrics::count(
-                    "sluice_receive_errors_total",
-                    "Failed ReceiveMessage calls",
-                    &[("input", &settings.name)],
-                    1,
-                );
-                tracing::error!(input = %settings.name, queue = %settings.queue_url, error = %e, retry_in_s = error_delay.as_secs(), "ReceiveMessage failed");
+                telemetry::receive_failed(&settings.name, &settings.queue_url, &e, error_delay);
                 drop(permits);
                 tokio::select! {
                     _ = intake.cancelled() => return,
@@ -76,12 +70,7 @@ pub async fn poll(
                 continue;
             }
         };
-        metrics::count(
-            "sluice_messages_received_total",
-            "Messages received from SQS",
-            &[("input", &settings.name)],
-            messages.len() as u64,
-        );
+        telemetry::received(&settings.name, messages.len());
         for message in messages {
             let Some(permit) = permits.pop() else { break };
             let ctx = ctx.clone();

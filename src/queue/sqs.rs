@@ -154,8 +154,8 @@ impl Queue for SqsQueue {
                 .map_err(|e| queue_error(&e))?;
             for f in out.failed() {
                 tracing::warn!(
-                    input = %self.input,
-                    queue = %self.url,
+                    input = self.input.as_str(),
+                    queue = self.url.as_str(),
                     code = f.code(),
                     reason = f.message().unwrap_or(""),
                     "delete failed in batch; retrying alone"

@@ -17,8 +17,8 @@ use super::fate::{self, InputContext, MessageFacts, ObjectFate, Work};
 use super::memory::{Call, MemoryQueue};
 use super::{BoxFuture, Queue};
 use crate::config::{InputSettings, PoisonAction, Settings};
-use crate::metrics;
 use crate::notification::ObjectRef;
+use crate::telemetry::{self, Metric};
 
 /// Visibility timeout of the test inputs, seconds.
 const VISIBILITY: u64 = 120;
@@ -192,14 +192,15 @@ impl Harness {
         !self.queue.contains(id)
     }
 
-    fn count(&self, name: &'static str, labels: &[(&str, &str)]) -> u64 {
-        let mut all = vec![("input", self.ctx.settings.name.as_str())];
+    /// The value of `metric` for this input and the other label values.
+    fn count(&self, metric: &Metric, labels: &[&str]) -> u64 {
+        let mut all = vec![self.ctx.settings.name.as_str()];
         all.extend_from_slice(labels);
-        metrics::counter_value(name, &all)
+        telemetry::value(metric, &all)
     }
 
     fn messages(&self, outcome: &str) -> u64 {
-        self.count("sluice_messages_total", &[("outcome", outcome)])
+        self.count(&telemetry::MESSAGES, &[outcome])
     }
 }
 
@@ -210,7 +211,7 @@ async fn all_objects_delivered_deletes_the_message() {
     assert!(h.deleted(&id));
     assert_eq!(h.script.attempted(), ["k1", "k2"]);
     assert_eq!(h.messages("done"), 1);
-    assert_eq!(h.count("sluice_messages_deleted_total", &[]), 1);
+    assert_eq!(h.count(&telemetry::MESSAGES_DELETED, &[]), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -260,10 +261,7 @@ async fn a_repeating_failure_below_the_threshold_is_retried() {
     let id = h.handle(&announcing(&["bad"]), 2).await;
     assert!(!h.deleted(&id));
     assert_eq!(h.queue.visibility_changes(), [10]);
-    assert_eq!(
-        h.count("sluice_messages_poison_total", &[("action", "delete")]),
-        0
-    );
+    assert_eq!(h.count(&telemetry::MESSAGES_POISON, &["delete"]), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -276,10 +274,7 @@ async fn poison_with_delete_logs_and_deletes_at_max_receive_count() {
     let id = h.handle(&announcing(&["ok", "bad"]), 3).await;
     assert!(h.deleted(&id));
     assert!(h.queue.visibility_changes().is_empty());
-    assert_eq!(
-        h.count("sluice_messages_poison_total", &[("action", "delete")]),
-        1
-    );
+    assert_eq!(h.count(&telemetry::MESSAGES_POISON, &["delete"]), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -293,10 +288,7 @@ async fn poison_with_keep_leaves_the_message_to_the_dead_letter_queue() {
     assert!(!h.deleted(&id));
     // Neither deleted nor hurried back: the queue's redrive policy takes it on its own clock.
     assert!(h.queue.visibility_changes().is_empty());
-    assert_eq!(
-        h.count("sluice_messages_poison_total", &[("action", "keep")]),
-        1
-    );
+    assert_eq!(h.count(&telemetry::MESSAGES_POISON, &["keep"]), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,10 +301,7 @@ async fn an_outage_never_makes_a_message_poison() {
     let id = h.handle(&announcing(&["bad", "down"]), 50).await;
     assert!(!h.deleted(&id));
     assert_eq!(h.queue.visibility_changes(), [120]);
-    assert_eq!(
-        h.count("sluice_messages_poison_total", &[("action", "delete")]),
-        0
-    );
+    assert_eq!(h.count(&telemetry::MESSAGES_POISON, &["delete"]), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -354,7 +343,7 @@ async fn an_unknown_shape_is_kept_then_goes_to_the_poison_policy() {
     assert_eq!(h.queue.visibility_changes(), [5]);
     let second = h.handle("not json at all", 2).await;
     assert!(h.deleted(&second), "undecodable on every receive: poison");
-    assert_eq!(h.count("sluice_messages_undecodable_total", &[]), 2);
+    assert_eq!(h.count(&telemetry::MESSAGES_UNDECODABLE, &[]), 2);
     assert!(h.script.attempted().is_empty());
 }
 
@@ -370,10 +359,7 @@ async fn ack_messages_false_never_deletes_not_even_poison() {
     assert!(!h.deleted(&done));
     assert!(!h.deleted(&poison));
     assert_eq!(h.messages("done"), 1);
-    assert_eq!(
-        h.count("sluice_messages_poison_total", &[("action", "delete")]),
-        1
-    );
+    assert_eq!(h.count(&telemetry::MESSAGES_POISON, &["delete"]), 1);
     assert!(!h
         .queue
         .calls()
@@ -392,7 +378,7 @@ async fn the_heartbeat_extends_visibility_while_work_runs_and_stops_after() {
     let id = h.handle(&announcing(&["slow"]), 1).await;
     // Every half visibility timeout (60 s) while the 150 s of work ran: at 60 and 120 s.
     assert_eq!(h.queue.visibility_changes(), [VISIBILITY, VISIBILITY]);
-    assert_eq!(h.count("sluice_visibility_extensions_total", &[]), 2);
+    assert_eq!(h.count(&telemetry::VISIBILITY_EXTENSIONS, &[]), 2);
     assert!(
         h.deleted(&id),
         "still in flight when deleted, thanks to the heartbeat"
@@ -545,7 +531,7 @@ async fn a_failed_delete_is_retried_alone_and_a_lasting_one_leaves_a_duplicate()
         !h.deleted(&id),
         "redelivered later: a duplicate, never a loss"
     );
-    assert_eq!(h.count("sluice_messages_deleted_total", &[]), 1);
+    assert_eq!(h.count(&telemetry::MESSAGES_DELETED, &[]), 1);
 }
 
 #[tokio::test(start_paused = true)]
