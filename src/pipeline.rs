@@ -17,8 +17,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::{InputSettings, Settings};
 use crate::delivery::forward::Forwarder;
+use crate::object::fetch::FetchSettings;
+use crate::object::ledger::Ledger;
 use crate::object::work::ObjectWork;
 use crate::queue::deleter::Deleter;
 use crate::queue::fate::{poison_policy, InputContext};
@@ -77,35 +79,13 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
     }
     let in_flight = Arc::new(Semaphore::new(settings.max_messages_in_flight));
     let tracker = TaskTracker::new();
-    let fetch = crate::object::fetch::FetchSettings {
+    let fetch = FetchSettings {
         part_size: settings.fetch.part_bytes,
         parallel_parts: settings.fetch.parallel_parts,
         part_permits: Arc::new(Semaphore::new(settings.fetch.max_parts_in_flight)),
     };
     for input in &settings.inputs {
-        let clients = crate::queue::aws::clients(input).await;
-        let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            &input.queue_url,
-            &input.name,
-        ));
-        let poison = poison_policy(queue.as_ref(), input).await;
-        let work = ObjectWork {
-            settings: input.clone(),
-            s3: clients.s3.clone(),
-            batch: settings.batch,
-            forwarder: forwarder.clone(),
-            fetch: fetch.clone(),
-            ledger: Some(crate::object::ledger::Ledger::open(&input.ledger)?),
-            hard_stop: hard_stop.clone(),
-        };
-        let ctx = Arc::new(InputContext {
-            settings: input.clone(),
-            deleter: Deleter::start(queue.clone(), input.queue_url.clone(), input.name.clone()),
-            queue,
-            work: Arc::new(work),
-            poison,
-        });
+        let ctx = input_context(input, &settings, &forwarder, &fetch, &hard_stop).await?;
         tracing::info!(input = %input.name, queue = %input.queue_url, "polling");
         for _ in 0..input.pollers {
             tracker.spawn(poll(
@@ -117,14 +97,53 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
             ));
         }
     }
-
     shutdown.cancelled().await;
+    drain(&tracker, settings.shutdown_timeout, &hard_stop).await;
+    Ok(())
+}
+
+/// Wires one input: its queue, poison policy, object work (with its ledger) and deleter.
+async fn input_context(
+    input: &InputSettings,
+    settings: &Settings,
+    forwarder: &Arc<Forwarder>,
+    fetch: &FetchSettings,
+    hard_stop: &CancellationToken,
+) -> Result<Arc<InputContext>, StartError> {
+    let clients = crate::queue::aws::clients(input).await;
+    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(
+        clients.sqs.clone(),
+        &input.queue_url,
+        &input.name,
+    ));
+    let poison = poison_policy(queue.as_ref(), input).await;
+    let work = ObjectWork {
+        settings: input.clone(),
+        s3: clients.s3,
+        batch: settings.batch,
+        forwarder: forwarder.clone(),
+        fetch: fetch.clone(),
+        ledger: Some(Ledger::open(&input.ledger)?),
+        hard_stop: hard_stop.clone(),
+    };
+    Ok(Arc::new(InputContext {
+        settings: input.clone(),
+        deleter: Deleter::start(queue.clone(), input.queue_url.clone(), input.name.clone()),
+        queue,
+        work: Arc::new(work),
+        poison,
+    }))
+}
+
+/// Shutdown: no new messages (the poll loops saw `shutdown`); in-flight messages get
+/// `deadline` to finish, then the hard stop cuts what is left (it is redelivered).
+async fn drain(tracker: &TaskTracker, deadline: Duration, hard_stop: &CancellationToken) {
     tracing::info!(
-        deadline_s = settings.shutdown_timeout.as_secs(),
+        deadline_s = deadline.as_secs(),
         "shutting down: no new messages; finishing in-flight work"
     );
     tracker.close();
-    if tokio::time::timeout(settings.shutdown_timeout, tracker.wait())
+    if tokio::time::timeout(deadline, tracker.wait())
         .await
         .is_err()
     {
@@ -134,7 +153,6 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
     }
     hard_stop.cancel();
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// Learns the relay's caps (retrying while it is unreachable), fits the configuration to them
