@@ -621,7 +621,7 @@ impl Settings {
     /// never fit is refused, naming it: a static `tag` longer than the relay's tag cap.
     pub fn apply_limits(
         &mut self,
-        agreed: &crate::limits::Agreed,
+        agreed: &crate::delivery::limits::Agreed,
     ) -> Result<Vec<Clamped>, ConfigError> {
         let mut clamped = Vec::new();
         let max_tag = usize::try_from(agreed.relay.max_tag_bytes).unwrap_or(usize::MAX);
@@ -912,7 +912,7 @@ tag = "cloud.aws.cloudtrail.events"
 
     #[test]
     fn limits_lower_what_is_safe_to_lower_and_refuse_what_never_fits() {
-        use crate::limits::Agreed;
+        use crate::delivery::limits::Agreed;
         use sluice_relay::protocol::ChannelLimits;
         let text = format!(
             "{MINIMAL}max_event_bytes = 2000000\n[[inputs.selectors]]\nkey = 'x'\nmax_event_bytes = 10\n\
@@ -940,7 +940,7 @@ tag = "cloud.aws.cloudtrail.events"
                 },
             ]
         );
-        assert!(crate::limits::gzip_bound(s.batch.max_bytes) <= 16 << 20);
+        assert!(crate::delivery::limits::gzip_bound(s.batch.max_bytes) <= 16 << 20);
         assert!(s.apply_limits(&agreed).unwrap().is_empty(), "idempotent");
         // Defaults that fit stay as they are.
         let mut s = Settings::parse(MINIMAL, "t").unwrap();

@@ -8,7 +8,7 @@
 //!
 //! A refusal never costs the other events of a batch: on 413 (the relay's caps shrank since
 //! start-up) or 400 naming one line, the batch is re-read, the caps fetched again and the batch
-//! re-split under them ([`crate::limits::resplit`]: over-long events truncated or dropped by the
+//! re-split under them ([`crate::delivery::limits::resplit`]: over-long events truncated or dropped by the
 //! input's `oversize` rule, only the named line dropped, each counted and logged), and the
 //! parts are sent under fresh keys. The batch counts as delivered only when every part is.
 //! It terminates: a 400 repair removes a line (at most [`MAX_MALFORMED_DROPS`] per batch), and
@@ -24,9 +24,9 @@ use sluice_relay::client::{ChannelClient, ClientError, Confirmation};
 use sluice_relay::protocol::{ChannelLimits, EncodedBatch};
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::{named_line, resplit, Agreed};
-use crate::metrics;
+use crate::delivery::limits::{named_line, resplit, Agreed};
 use crate::processor::Oversize;
+use crate::telemetry::{self, BatchEvent};
 
 /// First retry delay.
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -199,12 +199,7 @@ impl Forwarder {
                             }
                         }
                         None => {
-                            metrics::count(
-                                "sluice_batches_refused_total",
-                                "Batches the relay refused (after any re-split)",
-                                &[("input", input)],
-                                1,
-                            );
+                            telemetry::batch(input, BatchEvent::Refused);
                             return Err(ForwardError::Refused(e));
                         }
                     }
@@ -233,27 +228,15 @@ impl Forwarder {
                     // The relay knew this key for a different batch: two producers collided
                     // on a key. Taking it as confirmed would lose this batch; send it again
                     // under a fresh key.
-                    metrics::count(
-                        "sluice_batch_key_collisions_total",
-                        "Batches whose key the relay knew for another batch",
-                        &[("input", input)],
-                        1,
-                    );
-                    tracing::warn!(input, key = %key, "idempotency key collision; resending under a new key");
+                    telemetry::batch(input, BatchEvent::KeyCollision { key: &key });
                     key = self.next_key();
                 }
                 Ok(confirmation) => {
-                    metrics::count(
-                        "sluice_batches_confirmed_total",
-                        "Batches the relay confirmed durable",
-                        &[("input", input)],
-                        1,
-                    );
-                    metrics::count(
-                        "sluice_events_confirmed_total",
-                        "Events in confirmed batches",
-                        &[("input", input)],
-                        batch.events,
+                    telemetry::batch(
+                        input,
+                        BatchEvent::Confirmed {
+                            events: batch.events,
+                        },
                     );
                     return Ok(confirmation);
                 }
@@ -264,15 +247,15 @@ impl Forwarder {
                         Some(after) => after.max(jitter(delay)),
                         None => jitter(delay),
                     };
-                    metrics::count(
-                        "sluice_batch_retries_total",
-                        "Batch sends retried (relay unreachable or busy)",
-                        &[("input", input)],
-                        1,
+                    telemetry::batch(
+                        input,
+                        BatchEvent::Retrying {
+                            key: &key,
+                            attempt,
+                            retry_in: wait,
+                            error: &e,
+                        },
                     );
-                    // One line per backoff step, not per attempt burst: the log stays readable
-                    // through a long relay outage.
-                    tracing::warn!(input, key = %key, attempt, retry_in_ms = wait.as_millis() as u64, error = %e, "relay not confirming, will retry");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return Err(ForwardError::Shutdown),
                         _ = tokio::time::sleep(wait) => {}
@@ -338,17 +321,7 @@ impl Forwarder {
                 return Ok(None);
             }
         };
-        self.count_resplit(input, *status, &split);
-        if split.dropped_malformed > 0 {
-            tracing::error!(input, line = drop_line, reason = %reason, "line dropped: the relay refuses it as malformed");
-        }
-        tracing::warn!(
-            input, status, reason = %reason, lines = split.lines, parts = split.parts.len(),
-            truncated = split.truncated, dropped_oversize = split.dropped_oversize,
-            dropped_malformed = split.dropped_malformed, event_cap = agreed.event_bytes,
-            batch_cap = agreed.batch_bytes,
-            "batch refused; re-split under the relay's limits, parts sent under new keys"
-        );
+        telemetry::batch_resplit(input, *status, reason, drop_line, &split, &agreed);
         let resplits = part.resplits + u32::from(drop_line.is_none());
         Ok(Some(
             split
@@ -399,29 +372,6 @@ impl Forwarder {
             self.set_limits(agreed);
         }
         Ok(Some(agreed))
-    }
-
-    fn count_resplit(&self, input: &str, status: u16, split: &crate::limits::Resplit) {
-        metrics::count(
-            "sluice_batches_resplit_total",
-            "Batches the relay refused (413, or 400 naming a line) and that were re-split",
-            &[("input", input), ("status", &status.to_string())],
-            1,
-        );
-        for (action, n) in [
-            ("truncated", split.truncated),
-            ("dropped_oversize", split.dropped_oversize),
-            ("dropped_malformed", split.dropped_malformed),
-        ] {
-            if n > 0 {
-                metrics::count(
-                    "sluice_resplit_events_total",
-                    "Events changed by a re-split: truncated or dropped by the oversize rule, or dropped as the relay named them malformed",
-                    &[("input", input), ("action", action)],
-                    n,
-                );
-            }
-        }
     }
 }
 
@@ -514,18 +464,11 @@ mod tests {
         expected.insert(21, "L".repeat(100));
         assert_eq!(delivered(dir.path(), 51).await, expected);
         assert_eq!(f.limits().event_bytes, 100, "fresh limits kept");
-        let count = |action| {
-            metrics::counter_value(
-                "sluice_resplit_events_total",
-                &[("input", "repair-truncate"), ("action", action)],
-            )
-        };
+        let count =
+            |action| telemetry::value(&telemetry::RESPLIT_EVENTS, &["repair-truncate", action]);
         assert_eq!(count("truncated"), 1);
         assert_eq!(
-            metrics::counter_value(
-                "sluice_batches_resplit_total",
-                &[("input", "repair-truncate"), ("status", "413")]
-            ),
+            telemetry::value(&telemetry::BATCHES_RESPLIT, &["repair-truncate", "413"]),
             1
         );
         stop.cancel();
@@ -549,17 +492,14 @@ mod tests {
         assert_eq!(c.events, 50);
         assert_eq!(delivered(dir.path(), 50).await, expected);
         assert_eq!(
-            metrics::counter_value(
-                "sluice_resplit_events_total",
-                &[("input", "repair-drop"), ("action", "dropped_oversize")]
+            telemetry::value(
+                &telemetry::RESPLIT_EVENTS,
+                &["repair-drop", "dropped_oversize"]
             ),
             1
         );
         assert!(
-            metrics::counter_value(
-                "sluice_batches_confirmed_total",
-                &[("input", "repair-drop")]
-            ) >= 3,
+            telemetry::value(&telemetry::BATCHES_CONFIRMED, &["repair-drop"]) >= 3,
             "sent in parts"
         );
         stop.cancel();
@@ -581,9 +521,9 @@ mod tests {
         assert_eq!(c.events, 2);
         assert_eq!(delivered(dir.path(), 2).await, ["before", "after"]);
         assert_eq!(
-            metrics::counter_value(
-                "sluice_resplit_events_total",
-                &[("input", "repair-400"), ("action", "dropped_malformed")]
+            telemetry::value(
+                &telemetry::RESPLIT_EVENTS,
+                &["repair-400", "dropped_malformed"]
             ),
             1
         );
@@ -677,7 +617,7 @@ mod tests {
             .is_err());
         assert_eq!(posts.load(Ordering::Relaxed), 1);
         assert_eq!(
-            metrics::counter_value("sluice_batches_refused_total", &[("input", "refuse-413")]),
+            telemetry::value(&telemetry::BATCHES_REFUSED, &["refuse-413"]),
             1
         );
     }

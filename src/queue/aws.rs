@@ -140,12 +140,7 @@ impl aws_sdk_sqs::config::Intercept for AttemptCounter {
         _context: &aws_sdk_sqs::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
         _cfg: &mut aws_sdk_sqs::config::ConfigBag,
     ) -> Result<(), aws_sdk_sqs::error::BoxError> {
-        crate::metrics::count(
-            "sluice_aws_operations_total",
-            "AWS API operations started",
-            &[("service", self.service)],
-            1,
-        );
+        crate::telemetry::aws_operation(self.service);
         Ok(())
     }
 
@@ -155,12 +150,7 @@ impl aws_sdk_sqs::config::Intercept for AttemptCounter {
         _runtime_components: &aws_sdk_sqs::config::RuntimeComponents,
         _cfg: &mut aws_sdk_sqs::config::ConfigBag,
     ) -> Result<(), aws_sdk_sqs::error::BoxError> {
-        crate::metrics::count(
-            "sluice_aws_attempts_total",
-            "AWS API attempts, the SDK's retries included",
-            &[("service", self.service)],
-            1,
-        );
+        crate::telemetry::aws_attempt(self.service);
         Ok(())
     }
 }

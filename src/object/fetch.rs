@@ -92,7 +92,7 @@ pub struct OpenedObject {
 
 fn classify(err: aws_sdk_s3::error::SdkError<GetObjectError>) -> FetchError {
     let status = err.raw_response().map(|r| r.status().as_u16());
-    let description = crate::aws::describe(&err);
+    let description = crate::queue::aws::describe(&err);
     // Only NoSuchKey means the object is gone for good. Any other 404 (NoSuchBucket, a wrong
     // endpoint, a proxy) is a configuration or transient problem and must be retried, or one
     // mistake would skip every object of the queue.

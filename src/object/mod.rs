@@ -9,18 +9,25 @@
 //!
 //! It never deletes anything and never decides a message's fate: it returns an outcome that
 //! says whether a retry could help.
+//!
+//! Beside it: [`fetch`] (streaming and ranged GetObject) and [`ledger`] (objects already
+//! delivered, and checkpoints of part-delivered ones).
+
+pub mod fetch;
+pub mod ledger;
+pub mod work;
 
 use std::io::BufReader;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::batch::Batcher;
+use self::fetch::FetchError;
+use self::ledger::Ledger;
 use crate::config::BatchSettings;
 use crate::decompress;
-use crate::fetch::{self, FetchError};
-use crate::forward::{ForwardError, Forwarder};
-use crate::ledger::Ledger;
+use crate::delivery::batch::Batcher;
+use crate::delivery::forward::{ForwardError, Forwarder};
 use crate::notification::ObjectRef;
 use crate::processor::{self, ObjectContext, ObjectStats, ProcessError, ProcessorSpec};
 
@@ -327,12 +334,7 @@ impl Split<'_, '_> {
         let mut confirmed = 0u64;
         while let Some(batch) = batch_rx.recv().await {
             if job.do_not_send {
-                crate::metrics::count(
-                    "sluice_events_not_sent_total",
-                    "Events a do_not_send input processed and did not send",
-                    &[("input", job.input)],
-                    batch.events,
-                );
+                crate::telemetry::events_not_sent(job.input, batch.events);
                 continue;
             }
             if let Err(e) = job
