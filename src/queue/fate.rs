@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::deleter::Deleter;
 use super::heartbeat::{self, Beat};
 use super::{BoxFuture, Queue, Received};
-use crate::config::{InputSettings, PoisonAction};
+use crate::config::{InputSettings, PoisonAction, DEFAULT_MAX_RECEIVE_COUNT_WITHOUT_REDRIVE};
 use crate::notification::{self, Notification, ObjectRef};
 use crate::telemetry::{MessageEvent, MessageScope};
 
@@ -25,9 +25,6 @@ use crate::telemetry::{MessageEvent, MessageScope};
 const FAILED_BACKOFF_START: Duration = Duration::from_secs(5);
 /// Longest delay before a failed message becomes visible again.
 const FAILED_BACKOFF_CAP: Duration = Duration::from_secs(300);
-/// Receives after which a failing message is poison, when the queue has no dead-letter queue
-/// and the config names none (Filebeat's default).
-const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 
 /// Everything a message task needs, shared by all messages of an input.
 pub struct InputContext {
@@ -376,7 +373,7 @@ pub async fn poison_policy(
     let policy = match input.max_receive_count {
         Some(max) => Some((max, action)),
         None if redrive => None,
-        None => Some((DEFAULT_MAX_RECEIVE_COUNT, action)),
+        None => Some((DEFAULT_MAX_RECEIVE_COUNT_WITHOUT_REDRIVE, action)),
     };
     tracing::info!(input = %input.name, redrive_policy = redrive, poison = ?policy, "poison-message policy");
     policy
