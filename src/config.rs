@@ -621,7 +621,7 @@ fn validate_input(
     };
     let processing = input
         .processing
-        .resolve()
+        .resolve(sluice_relay::protocol::MAX_TAG_BYTES)
         .map_err(|e| invalid(format!("inputs.{name}"), e.to_string()))?;
     let poison_action = match input.poison_action.as_deref() {
         None => None,

@@ -6,11 +6,11 @@
 //! - [`aws`]: SQS and S3 clients per input;
 //! - [`pipeline`]: poll loops, concurrency, shutdown;
 //! - [`message`]: one SQS message to its fate (heartbeat, delete or retry);
-//! - [`notification`]: SQS body → object references;
+//! - [`notification`]: SQS body → object references (in `sluice-formats`);
 //! - [`object`]: one object end to end;
 //! - [`fetch`]: streaming GetObject;
-//! - [`decompress`]: object bytes → decompressed bytes (by magic bytes);
-//! - [`processor`]: decompressed bytes → tagged events;
+//! - [`decompress`]: object bytes → decompressed bytes (by magic bytes; in `sluice-formats`);
+//! - [`processor`]: decompressed bytes → tagged events (in `sluice-formats`);
 //! - [`batch`]: events → gzip batches;
 //! - [`forward`]: batches → relay confirmations (a refused batch re-split, see [`limits`]);
 //! - [`limits`]: the caps agreed with the relay, and the re-split of a refused batch;
@@ -22,14 +22,15 @@ pub mod ack;
 pub mod aws;
 pub mod batch;
 pub mod config;
-pub mod decompress;
 pub mod fetch;
 pub mod forward;
 pub mod ledger;
 pub mod limits;
 pub mod message;
 pub mod metrics;
-pub mod notification;
 pub mod object;
 pub mod pipeline;
-pub mod processor;
+
+// The format modules live in the `sluice-formats` crate; re-exported so `crate::processor::...`
+// and `sluice::decompress::...` keep resolving.
+pub use sluice_formats::{decompress, notification, processor};

@@ -1,5 +1,6 @@
-//! Criterion micro-benchmarks of the hot stages the processor benchmark (`benches/processors.rs`
-//! at the repo root) does not cover, on generated CloudTrail and VPC flow data, one core:
+//! Criterion micro-benchmarks of the hot stages the processor benchmark
+//! (`crates/formats/benches/processors.rs`) does not cover, on generated CloudTrail and VPC flow
+//! data, one core:
 //!
 //! - `decompress`: the collector's decompress stage (`sluice::decompress::open`, gzip by magic)
 //!   reading a whole object;
