@@ -491,7 +491,7 @@ fn count_delivered(input: &str, bucket: &str, key: &str, delivered: &object::Del
             bucket,
             key,
             malformed_records = stats.malformed_records,
-            "malformed records (see docs/formats.md, Errors)"
+            "malformed records (see crates/formats/docs/formats.md, Errors)"
         );
     }
 }
