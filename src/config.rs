@@ -26,8 +26,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("unknown key `{key}` in {table}")]
     UnknownKey { table: String, key: String },
-    #[error("${{{0}}} is used in the configuration but not set in the environment")]
-    MissingVar(String),
+    #[error(transparent)]
+    Env(#[from] sluice_common::env::InterpolateError),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
 }
@@ -200,22 +200,7 @@ const INPUT_KEYS: &[&str] = &[
     "debug_md5",
 ];
 
-/// A secret from the configuration: its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use sluice_common::Secret;
 
 /// Validated collector settings.
 #[derive(Debug, Clone)]
@@ -351,7 +336,7 @@ impl Settings {
             message: e.to_string(),
         };
         let mut value: toml::Value = toml::from_str(text).map_err(parse_error)?;
-        interpolate_strings(&mut value, &|name| std::env::var(name).ok())?;
+        sluice_common::env::interpolate_toml(&mut value, &sluice_common::env::process_env)?;
         let raw: RawConfig = value.try_into().map_err(parse_error)?;
         Settings::validate(raw)
     }
@@ -371,7 +356,7 @@ impl Settings {
         // Keys are `<id>.<16 hex>:<sequence>` and may be 128 bytes: 64 leaves room.
         let collector_id = match raw.collector.id {
             Some(id) => id,
-            None => hostname()
+            None => sluice_common::host::hostname()
                 .chars()
                 .map(|c| {
                     if c.is_ascii_alphanumeric() || "._-".contains(c) {
@@ -432,7 +417,7 @@ impl Settings {
         }
         Ok(Settings {
             relay_url: raw.relay.url,
-            relay_token: raw.relay.token.map(Secret),
+            relay_token: raw.relay.token.map(Secret::new),
             relay_timeout: Duration::from_secs(raw.relay.timeout_secs.unwrap_or(30).max(1)),
             batch,
             collector_id,
@@ -572,7 +557,7 @@ fn validate_input(
         (1, 10),
     )?;
     let static_keys = match (input.aws_access_key_id, input.aws_secret_access_key) {
-        (Some(id), Some(secret)) => Some((id, Secret(secret))),
+        (Some(id), Some(secret)) => Some((id, Secret::new(secret))),
         (None, None) => None,
         _ => {
             return Err(invalid(
@@ -678,66 +663,6 @@ fn region_from_queue_url(url: &str) -> Option<String> {
     (parts.next() == Some("amazonaws")).then(|| region.to_string())
 }
 
-/// The machine's hostname, or `sluice` when it cannot be read.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "sluice".to_string())
-}
-
-/// Applies [`interpolate`] to every string value in `value`.
-fn interpolate_strings(
-    value: &mut toml::Value,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(s) => *s = interpolate(s, lookup)?,
-        toml::Value::Array(items) => {
-            for item in items {
-                interpolate_strings(item, lookup)?;
-            }
-        }
-        toml::Value::Table(table) => {
-            for (_, item) in table.iter_mut() {
-                interpolate_strings(item, lookup)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`. A missing
-/// variable is an error (naming the variable, never a value).
-fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos..];
-        if let Some(literal) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = literal;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| invalid("configuration", "unterminated ${"))?;
-            let name = &body[..end];
-            let value = lookup(name).ok_or_else(|| ConfigError::MissingVar(name.to_string()))?;
-            out.push_str(&value);
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,14 +706,6 @@ tag = "cloud.aws.cloudtrail.events"
         let text = format!("{MINIMAL}sqs_visibility_timeout = 5\nsqs_wait_timeout = 1\n");
         let s = Settings::parse(&text, "t").unwrap();
         assert_eq!(s.inputs[0].visibility_timeout, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn interpolation() {
-        let env = |n: &str| (n == "K").then(|| "v".to_string());
-        assert_eq!(interpolate("a${K}b$${K}", &env).unwrap(), "avb${K}");
-        let err = interpolate("${NOPE}", &env).unwrap_err().to_string();
-        assert!(err.contains("NOPE"));
     }
 
     #[test]

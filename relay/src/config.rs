@@ -21,10 +21,8 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("config key {key}: environment variable {var} is not set")]
-    MissingVar { key: String, var: String },
-    #[error("config key {key}: unterminated ${{ in {value:?}")]
-    BadInterpolation { key: String, value: String },
+    #[error("config key {0}")]
+    Env(#[from] sluice_common::env::InterpolateError),
     #[error("config key {key}: {message}")]
     Invalid { key: String, message: String },
 }
@@ -296,7 +294,7 @@ impl Settings {
             message,
         };
         let mut value: toml::Value = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-        interpolate(&mut value, "", env)?;
+        sluice_common::env::interpolate_toml(&mut value, env)?;
         let raw = RawConfig::deserialize(value).map_err(|e| parse_err(e.to_string()))?;
         Settings::validate(raw)
     }
@@ -413,22 +411,6 @@ fn validate_spool(raw: Option<RawSpool>, limits: &Limits) -> Result<SpoolSetting
         retry_after_secs: raw.retry_after_secs.unwrap_or(2).max(1),
         keys_window,
     })
-}
-
-/// The machine's hostname, for the syslog header.
-pub fn machine_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..end]) {
-            if !name.is_empty() {
-                return name.to_string();
-            }
-        }
-    }
-    "localhost".to_string()
 }
 
 /// Splits `host:port` / `[v6]:port` / `host`, adding `default_port` when none is given.
@@ -570,7 +552,7 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
             }
             h
         }
-        None => machine_hostname(),
+        None => sluice_common::host::hostname(),
     };
     let framing = Framing {
         hostname,
@@ -731,65 +713,6 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
             Ok(s)
         }
     })
-}
-
-/// Replaces `${VAR}` in every string of `value`; `key` is the dotted path, for errors.
-fn interpolate(
-    value: &mut toml::Value,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(s) if s.contains("${") => {
-            *s = interpolate_str(s, key, env)?;
-        }
-        toml::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{key}[{i}]"), env)?;
-            }
-        }
-        toml::Value::Table(table) => {
-            for (k, item) in table.iter_mut() {
-                let path = if key.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{key}.{k}")
-                };
-                interpolate(item, &path, env)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn interpolate_str(
-    s: &str,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| ConfigError::BadInterpolation {
-                key: key.to_string(),
-                // The value may hold a secret around the variable: show only its name part.
-                value: format!("${{{}", after.chars().take(40).collect::<String>()),
-            })?;
-        let var = &after[..end];
-        let v = env(var).ok_or_else(|| ConfigError::MissingVar {
-            key: key.to_string(),
-            var: var.to_string(),
-        })?;
-        out.push_str(&v);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]

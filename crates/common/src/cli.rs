@@ -1,5 +1,4 @@
-//! What both binaries (`sluice` and `sluice-relay`) do at their edge: logging to stderr and
-//! waiting for the shutdown signal. Kept here so the two processes behave alike.
+//! What both binaries do at their edge: logging to stderr and waiting for the shutdown signal.
 
 use std::io::IsTerminal;
 
