@@ -33,7 +33,10 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     r"(^|/)ConfigWritabilityCheckFile$",
 ];
 
-/// Every key [`ProcessingConfig`] accepts (flattened into an `[[inputs]]` table).
+/// Every key [`ProcessingConfig`] accepts (flattened into an `[[inputs]]` table): the fields of
+/// [`ProcessorOptions`], then its own. A const, so the collector can check the keys of an input
+/// table before it deserializes it; the test `processing_keys_are_the_fields_serde_reads` checks
+/// it against what serde reads.
 pub const PROCESSING_KEYS: &[&str] = &[
     "processor",
     "tag",
@@ -462,7 +465,25 @@ mod tests {
         assert_eq!(spec.encoding, Encoding::Latin1);
         assert!(hints.force_gzip);
         assert_eq!(spec.enrich_field.as_deref(), Some("meta"));
-        assert_eq!(PROCESSING_KEYS.len(), 18);
+    }
+
+    #[test]
+    fn processing_keys_are_the_fields_serde_reads() {
+        // `ProcessingConfig` flattens the options, so serde gives no field list for it: its own
+        // fields are named here, and this exhaustive pattern stops compiling when one is added.
+        let ProcessingConfig {
+            options: _,
+            include: _,
+            exclude: _,
+            selectors: _,
+        } = ProcessingConfig::default();
+        let mut expected = sluice_common::config::field_names::<ProcessorOptions>().to_vec();
+        assert!(
+            !expected.is_empty(),
+            "ProcessorOptions must not flatten (serde lists no fields)"
+        );
+        expected.extend(["include", "exclude", "selectors"]);
+        assert_eq!(PROCESSING_KEYS, expected);
     }
 
     #[test]
