@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::processor::config::{Processing, ProcessingConfig, PROCESSING_KEYS};
+use sluice_formats::processor::config::{Processing, ProcessingConfig, PROCESSING_KEYS};
 
 // ---------------------------------------------------------------------------------------------
 // Defaults and bounds: each written once, here; README.md ("Configuration") lists the same
@@ -718,7 +718,7 @@ fn validate_input(
             .max(1),
     };
     let processing = processing
-        .resolve()
+        .resolve(sluice_relay::protocol::MAX_TAG_BYTES)
         .map_err(|e| invalid(format!("inputs.{name}"), e.to_string()))?;
     let poison_action = poison_action(input.poison_action.as_deref(), &field)?;
     if input.max_receive_count == Some(0) {

@@ -15,7 +15,7 @@ use sluice_relay::protocol::{BatchEncoder, EncodedBatch};
 use tokio::sync::mpsc;
 
 use crate::config::BatchSettings;
-use crate::processor::{EventSink, SinkError};
+use sluice_formats::processor::{EventSink, SinkError};
 
 /// The event sink that batches.
 pub struct Batcher {

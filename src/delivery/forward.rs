@@ -25,8 +25,8 @@ use sluice_relay::protocol::{ChannelLimits, EncodedBatch};
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::limits::{named_line, resplit, Agreed};
-use crate::processor::Oversize;
 use crate::telemetry::{self, BatchEvent};
+use sluice_formats::processor::Oversize;
 
 /// First retry delay.
 const BACKOFF_START: Duration = Duration::from_millis(200);

@@ -14,8 +14,8 @@
 use sluice_relay::batch::{DecodeLimits, LineDecoder};
 use sluice_relay::protocol::{BatchEncoder, ChannelLimits, EncodedBatch};
 
-use crate::processor::charset::floor_boundary;
-use crate::processor::Oversize;
+use sluice_formats::processor::charset::floor_boundary;
+use sluice_formats::processor::Oversize;
 
 /// Bytes a line holds besides its tag and message: the SP and the LF.
 const LINE_OVERHEAD: u64 = 2;

@@ -25,11 +25,11 @@ use tokio::sync::mpsc;
 use self::fetch::FetchError;
 use self::ledger::Ledger;
 use crate::config::BatchSettings;
-use crate::decompress;
 use crate::delivery::batch::Batcher;
 use crate::delivery::forward::{ForwardError, Forwarder};
-use crate::notification::ObjectRef;
-use crate::processor::{self, ObjectContext, ObjectStats, ProcessError, ProcessorSpec};
+use sluice_formats::decompress;
+use sluice_formats::notification::ObjectRef;
+use sluice_formats::processor::{self, ObjectContext, ObjectStats, ProcessError, ProcessorSpec};
 
 /// Read buffer between the download and the decompressor.
 const READ_BUF_BYTES: usize = 64 * 1024;

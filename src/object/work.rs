@@ -15,11 +15,11 @@ use super::ledger::Ledger;
 use super::{Failed, ObjectJob};
 use crate::config::{BatchSettings, InputSettings};
 use crate::delivery::forward::{ForwardError, Forwarder};
-use crate::notification::ObjectRef;
-use crate::processor::config::Selection;
 use crate::queue::fate::{MessageFacts, ObjectFate, Work};
 use crate::queue::BoxFuture;
 use crate::telemetry::{MessageEvent, MessageScope, ObjectEvent, ObjectScope};
+use sluice_formats::notification::ObjectRef;
+use sluice_formats::processor::config::Selection;
 
 /// The Devo tag of `debug_md5` events.
 const MD5_TAG: &str = "my.app.sqs.message_body";

@@ -18,8 +18,8 @@ use super::deleter::Deleter;
 use super::heartbeat::{self, Beat};
 use super::{BoxFuture, Queue, Received};
 use crate::config::{InputSettings, PoisonAction, DEFAULT_MAX_RECEIVE_COUNT_WITHOUT_REDRIVE};
-use crate::notification::{self, Notification, ObjectRef};
 use crate::telemetry::{MessageEvent, MessageScope};
+use sluice_formats::notification::{self, Notification, ObjectRef};
 
 /// Retry delay for a failed message's first redelivery; doubles per receive.
 const FAILED_BACKOFF_START: Duration = Duration::from_secs(5);

@@ -17,8 +17,8 @@ use super::fate::{self, InputContext, MessageFacts, ObjectFate, Work};
 use super::memory::{Call, MemoryQueue};
 use super::{BoxFuture, Queue};
 use crate::config::{InputSettings, PoisonAction, Settings};
-use crate::notification::ObjectRef;
 use crate::telemetry::{self, Metric};
+use sluice_formats::notification::ObjectRef;
 
 /// Visibility timeout of the test inputs, seconds.
 const VISIBILITY: u64 = 120;

@@ -14,7 +14,7 @@ use super::*;
 use crate::config::PoisonAction;
 use crate::delivery::limits::{Agreed, Resplit};
 use crate::object::Progress;
-use crate::processor::ObjectStats;
+use sluice_formats::processor::ObjectStats;
 
 // ----- The queue side -----
 
@@ -351,7 +351,7 @@ impl ObjectScope<'_> {
                 bucket,
                 key,
                 malformed_records = stats.malformed_records,
-                "malformed records (see docs/formats.md, Errors)"
+                "malformed records (see crates/formats/docs/formats.md, Errors)"
             );
         }
     }

@@ -15,8 +15,8 @@
 //! | CloudTrail's SNS message (`cloudtrail`) | `s3Bucket` and `s3ObjectKey` array | as given |
 //! | AWS Config's SNS message (`config`) | `messageType` with `s3ObjectKey` string or `notificationCreationTime` | as given |
 //!
-//! docs/notifications.md has an example of each shape, the reasons for the key rules and the
-//! test backing each row.
+//! crates/formats/docs/notifications.md has an example of each shape, the reasons for the key
+//! rules and the test backing each row.
 //!
 //! It does not decide what to do with an object (filters and processors do) nor with the
 //! message (the worker deletes it, or leaves it for the dead-letter queue on an error). It does
@@ -586,11 +586,11 @@ pub fn form_decode(key: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Fixtures written for these tests (tests/fixtures/notifications/, see its table in
-    /// docs/notifications.md).
+    /// Fixtures written for these tests (crates/formats/fixtures/notifications/, see its table in
+    /// crates/formats/docs/notifications.md).
     macro_rules! fixture {
         ($name:literal) => {
-            include_str!(concat!("../tests/fixtures/notifications/", $name))
+            include_str!(concat!("../fixtures/notifications/", $name))
         };
     }
 
@@ -1038,7 +1038,8 @@ mod tests {
         }
     }
 
-    /// One line describing a classification, for the sample table of docs/notifications.md.
+    /// One line describing a classification, for the sample table of
+    /// crates/formats/docs/notifications.md.
     fn describe(result: &Result<Notification, NotificationError>) -> String {
         match result {
             Ok(Notification::Objects {
@@ -1069,14 +1070,16 @@ mod tests {
         }
     }
 
-    /// The public samples in ../shared/samples (not part of the repository, hence ignored; set
+    /// The public samples in ../shared/samples, next to the repository (not part of it, hence
+    /// ignored; the default path is relative to this crate's manifest, crates/formats/; set
     /// SLUICE_SAMPLES to their directory to run it elsewhere). Each body is checked raw and
     /// re-wrapped in an SNS envelope. Run with `-- --ignored --nocapture` to print the table.
     #[test]
     #[ignore = "reads ../shared/samples, outside the repository"]
     fn shared_samples_classify_as_documented() {
-        let dir = std::env::var("SLUICE_SAMPLES")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples").into());
+        let dir = std::env::var("SLUICE_SAMPLES").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/samples").into()
+        });
         // (file, line of a one-body-per-line file, expected raw, expected inside SNS)
         let expected: &[(&str, Option<usize>, &str, &str)] = &[
             ("notifications/cloudtrail_sns_message_multi_awsdocs.json", None,

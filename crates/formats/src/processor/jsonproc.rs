@@ -13,7 +13,7 @@
 //! A record nested deeper than the scanner's limit (an array element, the value of
 //! `expand_field`, a top-level document) is skipped to its end and counted in
 //! `malformed_records`: the container around it is still well framed, so the records after it
-//! go on. Any other structural error ends the object (docs/formats.md, "Errors").
+//! go on. Any other structural error ends the object (crates/formats/docs/formats.md, "Errors").
 
 use std::io::BufRead;
 

@@ -1,14 +1,14 @@
-//! Runs the public sample objects of `../shared/samples/` (outside the repo; never copied in)
-//! through decompression, selection and the processors, prints what each gives, and checks the
-//! counts and first events that were worked out by hand (see docs/formats.md, "Checked against
-//! samples"). Ignored by default: run with
-//! `cargo test -p sluice --lib processor::samples -- --ignored --nocapture`
-//! (`SLUICE_SAMPLES` overrides the directory).
+//! Runs the public sample objects of `../shared/samples/` (next to the repo, outside it; never
+//! copied in) through decompression, selection and the processors, prints what each gives, and
+//! checks the counts and first events that were worked out by hand (see
+//! crates/formats/docs/formats.md, "Checked against samples"). Ignored by default: run with
+//! `cargo test -p sluice-formats --lib processor::samples -- --ignored --nocapture`
+//! (`SLUICE_SAMPLES` overrides the directory; the default is relative to this crate's manifest).
 
 use std::io::BufReader;
 use std::path::PathBuf;
 
-use super::testutil::Collect;
+use super::testutil::{Collect, TAG_CAP};
 use super::{process, ObjectContext, ProcessingConfig, Selection};
 use crate::decompress;
 
@@ -183,7 +183,12 @@ const CASES: &[Case] = &[
 fn samples_dir() -> PathBuf {
     std::env::var_os("SLUICE_SAMPLES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/samples"
+            ))
+        })
 }
 
 #[test]
@@ -198,7 +203,7 @@ fn samples() {
         let path = dir.join(case.path);
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let cfg: ProcessingConfig = toml::from_str(case.config).expect("case config");
-        let processing = cfg.resolve().expect("case config resolves");
+        let processing = cfg.resolve(TAG_CAP).expect("case config resolves");
         let Selection::Process { spec, hints } = processing.select(case.path) else {
             failures.push(format!("{}: skipped", case.path));
             continue;

@@ -1,12 +1,12 @@
 //! End-to-end tests of the object path over the project's own fixtures
-//! (`tests/fixtures/objects/`, written by `make_fixtures.py` there): one input configuration with
-//! selectors, as a user would write it, then for each fixture `select` → `decompress::open` →
-//! `process`. These are the tests docs/formats.md cites, row by row, including one per bad
-//! input.
+//! (`crates/formats/fixtures/objects/`, written by `make_fixtures.py` there): one input
+//! configuration with selectors, as a user would write it, then for each fixture `select` →
+//! `decompress::open` → `process`. These are the tests crates/formats/docs/formats.md cites, row
+//! by row, including one per bad input.
 
 use std::io::BufReader;
 
-use super::testutil::Collect;
+use super::testutil::{Collect, TAG_CAP};
 use super::{
     process, ObjectContext, ObjectStats, ProcessError, Processing, ProcessingConfig, Selection,
 };
@@ -69,15 +69,12 @@ encoding = "latin1"
 fn processing() -> Processing {
     toml::from_str::<ProcessingConfig>(CONFIG)
         .expect("config parses")
-        .resolve()
+        .resolve(TAG_CAP)
         .expect("config resolves")
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/objects/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/fixtures/objects/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -134,7 +131,7 @@ fn cloudtrail_digest_skipped_by_default() {
     // With include_digests the digest is one event.
     let p = toml::from_str::<ProcessingConfig>("processor = 'cloudtrail'\ninclude_digests = true")
         .unwrap()
-        .resolve()
+        .resolve(TAG_CAP)
         .unwrap();
     let (r, sink) = run_object(&p, key, &fixture("cloudtrail_digest.json.gz"));
     assert_eq!(r.unwrap().events, 1);

@@ -1,14 +1,14 @@
 //! Throughput of the processors on generated in-memory objects (already decompressed), through
 //! a sink that only counts: the split + frame cost per byte of raw input, one core.
 //!
-//! Run: `cargo bench -p sluice --bench processors` (numbers in BENCHMARKS.md, "Processors").
+//! Run: `cargo bench -p sluice-formats --bench processors` (numbers in BENCHMARKS.md, "Processors").
 //! It does not measure decompression or batching.
 
 use std::hint::black_box;
 use std::io::BufReader;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice::processor::{
+use sluice_formats::processor::{
     process, EventSink, ObjectContext, ProcessorKind, ProcessorSpec, SinkError,
 };
 

@@ -7,7 +7,9 @@
 //! such as `userIdentity.accountId` walks into JSON objects; text processors with a header — VPC
 //! flow, W3C — offer their column names). A missing or empty value becomes the fallback, or
 //! `unknown` when none is given. Values are made tag-safe: every byte outside `[A-Za-z0-9_-]`
-//! becomes `_` (so a value never adds a level) and they are cut to 64 bytes.
+//! becomes `_` (so a value never adds a level) and they are cut to 64 bytes. A tag rendered from
+//! record fields that comes out longer than the cap it is given (the receiver's tag limit, see
+//! [`ProcessingConfig::resolve`](super::ProcessingConfig::resolve)) is cut to it.
 //!
 //! It does not check that a Devo table exists for the tag.
 
@@ -193,8 +195,9 @@ impl TagTemplate {
 
     /// Fills the placeholders that are key captures (`captures` holds every group name of the
     /// key regex, with its value when it matched); returns the rest as a template over record
-    /// fields, or the finished tag when no record field is needed.
-    pub(crate) fn bind(&self, captures: &[(String, Option<String>)]) -> BoundTag {
+    /// fields, cut to `max_bytes` when rendered, or the finished tag when no record field is
+    /// needed.
+    pub(crate) fn bind(&self, captures: &[(String, Option<String>)], max_bytes: usize) -> BoundTag {
         let mut parts = Vec::new();
         let mut lit = String::new();
         for p in &self.parts {
@@ -217,7 +220,7 @@ impl TagTemplate {
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        BoundTag::PerRecord(parts)
+        BoundTag::PerRecord { parts, max_bytes }
     }
 }
 
@@ -226,8 +229,8 @@ impl TagTemplate {
 pub(crate) enum BoundTag {
     /// The same tag for every event of the object.
     Static(String),
-    /// Needs each record's fields.
-    PerRecord(Vec<Part>),
+    /// Needs each record's fields; rendered tags longer than `max_bytes` are cut.
+    PerRecord { parts: Vec<Part>, max_bytes: usize },
 }
 
 impl BoundTag {
@@ -236,7 +239,7 @@ impl BoundTag {
         out.clear();
         match self {
             BoundTag::Static(s) => out.push_str(s),
-            BoundTag::PerRecord(parts) => {
+            BoundTag::PerRecord { parts, max_bytes } => {
                 let mut names: [&str; MAX_TAG_FIELDS] = [""; MAX_TAG_FIELDS];
                 let mut n = 0;
                 for p in parts {
@@ -259,10 +262,10 @@ impl BoundTag {
                         }
                     }
                 }
-                // Twelve values of 64 bytes can outgrow the channel's tag limit; the relay
+                // Twelve values of 64 bytes can outgrow the receiver's tag limit; the relay
                 // would refuse the whole batch. Cut at the limit (tags are ASCII), never
                 // leaving an empty last level.
-                let max = sluice_relay::protocol::MAX_TAG_BYTES;
+                let max = *max_bytes;
                 if out.len() > max {
                     out.truncate(max);
                     while out.ends_with('.') {
@@ -359,6 +362,7 @@ fn is_s3_access_key(key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testutil::TAG_CAP;
     use super::super::ProcessorKind;
     use super::*;
 
@@ -376,7 +380,7 @@ mod tests {
         let mut out = String::new();
         TagTemplate::parse(t)
             .unwrap()
-            .bind(caps)
+            .bind(caps, TAG_CAP)
             .render(rec, &mut out);
         out
     }
@@ -414,12 +418,42 @@ mod tests {
             ("region".to_string(), None),
         ];
         let t = TagTemplate::parse("my.app.{account}.{region|xx}").unwrap();
-        match t.bind(&caps) {
+        match t.bind(&caps, TAG_CAP) {
             BoundTag::Static(s) => assert_eq!(s, "my.app.1234.xx"),
             other => panic!("{other:?}"),
         }
         let rec = Map(&[("f", "a.b c/€")]);
         assert_eq!(render("my.app.{f}", &[], &rec), "my.app.a_b_c____");
+    }
+
+    /// Gives every field the same value.
+    struct Same(&'static str);
+    impl FieldSource for Same {
+        fn field(&self, _path: &str) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+    }
+
+    #[test]
+    fn rendered_tags_are_cut_to_the_given_cap_without_an_empty_last_level() {
+        let rec = Same(Box::leak("x".repeat(64).into_boxed_str()));
+        let rendered = |template: &str, cap: usize| {
+            let mut out = String::new();
+            TagTemplate::parse(template)
+                .unwrap()
+                .bind(&[], cap)
+                .render(&rec, &mut out);
+            out
+        };
+        // 7 + 4 × 64 = 263 bytes: cut to the cap.
+        let t = "my.app.{a}{b}{c}{d}";
+        assert_eq!(rendered(t, TAG_CAP), format!("my.app.{}", "x".repeat(249)));
+        assert_eq!(rendered(t, usize::MAX).len(), 263, "no cap, no cut");
+        // The cut falls just after a dot: the dot goes too.
+        let t = "my.app.{a}{b}{c}.{d}{e}";
+        assert_eq!(rendered(t, 200), format!("my.app.{}", "x".repeat(192)));
+        // Under the cap, untouched.
+        assert_eq!(rendered("my.app.{a}", TAG_CAP).len(), 71);
     }
 
     #[test]

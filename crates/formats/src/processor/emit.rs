@@ -48,7 +48,7 @@ impl<'a> Emitter<'a> {
             None => Vec::new(),
         };
         let tag = match &spec.tag {
-            Some(t) => t.bind(&captures),
+            Some(t) => t.bind(&captures, spec.max_tag_bytes),
             None => BoundTag::Static(default_tag(spec.kind, ctx.key).to_string()),
         };
         Emitter {
@@ -71,7 +71,7 @@ impl<'a> Emitter<'a> {
 
     /// True when tags need each record's fields (processors skip field lookups otherwise).
     pub fn wants_fields(&self) -> bool {
-        matches!(self.tag, BoundTag::PerRecord(_))
+        matches!(self.tag, BoundTag::PerRecord { .. })
     }
 
     /// Emits a text event. `cut` says the processor already cut it to the cap.

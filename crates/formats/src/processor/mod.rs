@@ -145,6 +145,10 @@ pub struct ProcessorSpec {
     pub kind: ProcessorKind,
     /// The Devo tag of the events; `None` uses the processor's default (see [`tag::default_tag`]).
     pub tag: Option<TagTemplate>,
+    /// Longest tag the receiver accepts: a tag rendered from record fields that comes out
+    /// longer is cut to it (set by [`ProcessingConfig::resolve`]; no cut in
+    /// [`ProcessorSpec::new`]).
+    pub max_tag_bytes: usize,
     /// Longest event, in bytes.
     pub max_event_bytes: usize,
     /// What happens to longer events.
@@ -180,6 +184,7 @@ impl ProcessorSpec {
         ProcessorSpec {
             kind,
             tag: None,
+            max_tag_bytes: usize::MAX,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             oversize: Oversize::Truncate,
             encoding: Encoding::Utf8,
@@ -379,6 +384,10 @@ fn run(
 pub(crate) mod testutil {
     //! A collecting sink and helpers shared by the processor tests.
     use super::*;
+
+    /// The tag cap the tests give [`ProcessingConfig::resolve`]: the relay's cap today (the
+    /// collector passes the relay's own constant).
+    pub const TAG_CAP: usize = 256;
 
     /// Collects every event.
     #[derive(Default)]

@@ -33,7 +33,10 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     r"(^|/)ConfigWritabilityCheckFile$",
 ];
 
-/// Every key [`ProcessingConfig`] accepts (flattened into an `[[inputs]]` table).
+/// Every key [`ProcessingConfig`] accepts (flattened into an `[[inputs]]` table): the fields of
+/// [`ProcessorOptions`], then its own. A const, so the collector can check the keys of an input
+/// table before it deserializes it; the test `processing_keys_are_the_fields_serde_reads` checks
+/// it against what serde reads.
 pub const PROCESSING_KEYS: &[&str] = &[
     "processor",
     "tag",
@@ -64,7 +67,7 @@ pub struct ProcessorOptions {
     /// `cloudwatch_logs`, `parquet`, `fdr`, `extract`.
     pub processor: Option<ProcessorKind>,
     /// Devo tag, static or a template (`{field}`, `{field|fallback}`, `{capture}`); default: the
-    /// processor's own tag (docs/formats.md).
+    /// processor's own tag (crates/formats/docs/formats.md).
     pub tag: Option<String>,
     /// Lines skipped at the top of each object (text processors). Default 0.
     pub skip_header_lines: Option<usize>,
@@ -207,8 +210,10 @@ pub struct Processing {
 }
 
 impl ProcessingConfig {
-    /// Validates everything and compiles regexes and tag templates.
-    pub fn resolve(&self) -> Result<Processing, ProcessingConfigError> {
+    /// Validates everything and compiles regexes and tag templates. `max_tag_bytes` is the
+    /// longest tag the receiver accepts (the relay's cap, which this crate does not know):
+    /// every spec cuts its tags rendered from record fields to it.
+    pub fn resolve(&self, max_tag_bytes: usize) -> Result<Processing, ProcessingConfigError> {
         let compile = |at: String, re: &str| {
             Regex::new(re).map_err(|source| ProcessingConfigError::Regex { at, source })
         };
@@ -225,7 +230,7 @@ impl ProcessingConfig {
         for (i, re) in self.exclude.iter().enumerate() {
             exclude.push(compile(format!("exclude[{i}]"), re)?);
         }
-        let default = resolve_options(&self.options, None, "input")?;
+        let default = resolve_options(&self.options, None, max_tag_bytes, "input")?;
         let mut selectors = Vec::with_capacity(self.selectors.len());
         for (i, sel) in self.selectors.iter().enumerate() {
             let at = format!("selectors[{i}]");
@@ -236,7 +241,12 @@ impl ProcessingConfig {
                 });
             }
             let re = compile(format!("{at}.key"), &sel.key)?;
-            let resolved = resolve_options(&sel.options.or(&self.options), Some(&re), &at)?;
+            let resolved = resolve_options(
+                &sel.options.or(&self.options),
+                Some(&re),
+                max_tag_bytes,
+                &at,
+            )?;
             selectors.push((re, resolved));
         }
         Ok(Processing {
@@ -259,10 +269,12 @@ fn invalid(at: &str, reason: impl Into<String>) -> ProcessingConfigError {
 fn resolve_options(
     o: &ProcessorOptions,
     key_pattern: Option<&Regex>,
+    max_tag_bytes: usize,
     at: &str,
 ) -> Result<Resolved, ProcessingConfigError> {
     let kind = o.processor.unwrap_or(ProcessorKind::Lines);
     let mut spec = ProcessorSpec::new(kind);
+    spec.max_tag_bytes = max_tag_bytes;
     if let Some(tag) = &o.tag {
         spec.tag = Some(
             TagTemplate::parse(tag).map_err(|source| ProcessingConfigError::Tag {
@@ -403,6 +415,7 @@ impl Processing {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testutil::{run_key, TAG_CAP};
     use super::*;
 
     fn parse(toml_text: &str) -> ProcessingConfig {
@@ -442,7 +455,7 @@ mod tests {
             key = "c"
             "#,
         );
-        let p = cfg.resolve().unwrap();
+        let p = cfg.resolve(TAG_CAP).unwrap();
         let Selection::Process { spec, hints } = p.select("a") else {
             panic!("skipped")
         };
@@ -452,12 +465,30 @@ mod tests {
         assert_eq!(spec.encoding, Encoding::Latin1);
         assert!(hints.force_gzip);
         assert_eq!(spec.enrich_field.as_deref(), Some("meta"));
-        assert_eq!(PROCESSING_KEYS.len(), 18);
+    }
+
+    #[test]
+    fn processing_keys_are_the_fields_serde_reads() {
+        // `ProcessingConfig` flattens the options, so serde gives no field list for it: its own
+        // fields are named here, and this exhaustive pattern stops compiling when one is added.
+        let ProcessingConfig {
+            options: _,
+            include: _,
+            exclude: _,
+            selectors: _,
+        } = ProcessingConfig::default();
+        let mut expected = sluice_common::config::field_names::<ProcessorOptions>().to_vec();
+        assert!(
+            !expected.is_empty(),
+            "ProcessorOptions must not flatten (serde lists no fields)"
+        );
+        expected.extend(["include", "exclude", "selectors"]);
+        assert_eq!(PROCESSING_KEYS, expected);
     }
 
     #[test]
     fn defaults() {
-        let p = ProcessingConfig::default().resolve().unwrap();
+        let p = ProcessingConfig::default().resolve(TAG_CAP).unwrap();
         let Selection::Process { spec, hints } = p.select("x/y.log") else {
             panic!("skipped")
         };
@@ -495,7 +526,7 @@ mod tests {
             processor = "json_lines"
             "#,
         );
-        let p = cfg.resolve().unwrap();
+        let p = cfg.resolve(TAG_CAP).unwrap();
         let Selection::Process { spec, .. } = p.select("AWSLogs/1/CloudTrail/x.json.gz") else {
             panic!()
         };
@@ -521,17 +552,21 @@ mod tests {
     #[test]
     fn cloudtrail_digests_skipped_unless_included() {
         let key = "AWSLogs/1/CloudTrail-Digest/us-east-1/2024/01/01/x.json.gz";
-        let p = parse(r#"processor = "cloudtrail""#).resolve().unwrap();
+        let p = parse(r#"processor = "cloudtrail""#)
+            .resolve(TAG_CAP)
+            .unwrap();
         assert_eq!(kind_of(&p, key), None);
         let p = parse("processor = \"cloudtrail\"\ninclude_digests = true")
-            .resolve()
+            .resolve(TAG_CAP)
             .unwrap();
         assert_eq!(kind_of(&p, key), Some(ProcessorKind::Cloudtrail));
     }
 
     #[test]
     fn include_limits_keys() {
-        let p = parse(r#"include = ['\.gz$', '\.log$']"#).resolve().unwrap();
+        let p = parse(r#"include = ['\.gz$', '\.log$']"#)
+            .resolve(TAG_CAP)
+            .unwrap();
         assert!(kind_of(&p, "a.gz").is_some());
         assert!(kind_of(&p, "a.log").is_some());
         assert!(kind_of(&p, "a.json").is_none());
@@ -539,19 +574,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = parse("include = ['(']").resolve().unwrap_err();
+        let e = parse("include = ['(']").resolve(TAG_CAP).unwrap_err();
         assert!(e.to_string().starts_with("include[0]"), "{e}");
         let e = parse("[[selectors]]\nkey = 'a'\ntag = 'bad'")
-            .resolve()
+            .resolve(TAG_CAP)
             .unwrap_err();
         assert!(e.to_string().starts_with("selectors[0].tag"), "{e}");
         let e = parse("[[selectors]]\nkey = 'a'\nprocesor = 'json'")
-            .resolve()
+            .resolve(TAG_CAP)
             .unwrap_err();
         assert!(e.to_string().contains("procesor"), "{e}");
-        let e = parse("processor = 'extract'").resolve().unwrap_err();
+        let e = parse("processor = 'extract'").resolve(TAG_CAP).unwrap_err();
         assert!(e.to_string().contains("extract_field"), "{e}");
-        let e = parse("max_event_bytes = 0").resolve().unwrap_err();
+        let e = parse("max_event_bytes = 0").resolve(TAG_CAP).unwrap_err();
         assert!(e.to_string().contains("max_event_bytes"), "{e}");
         assert!(toml::from_str::<ProcessingConfig>("processor = 'nope'").is_err());
         assert!(toml::from_str::<ProcessingConfig>("oversize = 'nope'").is_err());
@@ -570,7 +605,7 @@ mod tests {
             "queue = 'q'\nprocessor = 'vpc_flow'\nmax_event_bytes = 7\n[[selectors]]\nkey='x'\nprocessor='w3c'",
         )
         .unwrap();
-        let p = input.processing.resolve().unwrap();
+        let p = input.processing.resolve(TAG_CAP).unwrap();
         assert_eq!(kind_of(&p, "a"), Some(ProcessorKind::VpcFlow));
         assert_eq!(kind_of(&p, "x"), Some(ProcessorKind::W3c));
     }
@@ -581,7 +616,7 @@ mod tests {
             "max_event_bytes = 2000000\n[[selectors]]\nkey = 'a'\nmax_event_bytes = 100\n\
              [[selectors]]\nkey = 'b'\n",
         );
-        let mut p = cfg.resolve().unwrap();
+        let mut p = cfg.resolve(TAG_CAP).unwrap();
         let lowered = p.clamp_max_event_bytes(65_536);
         assert_eq!(
             lowered,
@@ -606,12 +641,29 @@ mod tests {
              [[selectors]]\nkey = 'b'\ntag = '{long}'\n",
             "y".repeat(300)
         ));
-        let p = cfg.resolve().unwrap();
+        let p = cfg.resolve(TAG_CAP).unwrap();
         assert_eq!(
             p.static_tag_over(256),
             Some(("selectors[1].tag".to_string(), long.len()))
         );
         assert_eq!(p.static_tag_over(1000), None);
+    }
+
+    #[test]
+    fn every_spec_cuts_rendered_tags_to_the_cap_resolve_is_given() {
+        let cfg =
+            parse("processor = 'json_lines'\ntag = 'my.app.{a}.{b}'\n[[selectors]]\nkey = 's'\n");
+        let p = cfg.resolve(20).unwrap();
+        for key in ["x", "s"] {
+            let Selection::Process { spec, .. } = p.select(key) else {
+                panic!("{key} skipped")
+            };
+            assert_eq!(spec.max_tag_bytes, 20);
+            // `my.app.0123456789.abcdef` is 24 bytes.
+            let (r, sink) = run_key(br#"{"a":"0123456789","b":"abcdef"}"#, spec, key);
+            r.unwrap();
+            assert_eq!(sink.tags(), vec!["my.app.0123456789.ab"], "{key}");
+        }
     }
 
     #[test]
