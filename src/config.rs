@@ -2,8 +2,9 @@
 //! documented, unknown keys refused by name) and the validated settings the runtime uses.
 //!
 //! Input parameters keep the Devo S3/SQS collector's names (`base_url`, `ack_messages`,
-//! `sqs_visibility_timeout`…) so an existing Devo setup carries over. This module reads and
-//! checks; it does not build AWS clients (see `aws`).
+//! `sqs_visibility_timeout`…) so an existing Devo setup carries over. Every default is a
+//! `DEFAULT_…` constant at the top of this file (README.md lists the same values; a test keeps
+//! them in step). This module reads and checks; it does not build AWS clients (see `aws`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,7 +12,108 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::processor::config::{Processing, ProcessingConfig, PROCESSING_KEYS};
+use sluice_formats::processor::config::{Processing, ProcessingConfig, PROCESSING_KEYS};
+
+// ---------------------------------------------------------------------------------------------
+// Defaults and bounds: each written once, here; README.md ("Configuration") lists the same
+// values for users, and a test below checks that the two agree.
+// ---------------------------------------------------------------------------------------------
+
+/// `relay.timeout_secs`: bound on one POST exchange with the relay, in seconds (at least 1).
+pub const DEFAULT_RELAY_TIMEOUT_SECS: u64 = 30;
+/// `batch.max_events`: most events in one batch (at least 1).
+pub const DEFAULT_BATCH_MAX_EVENTS: u64 = 10_000;
+/// `batch.max_bytes`: most uncompressed bytes in one batch, 1 MiB (at least 1). With 8
+/// messages in flight and two batches queued per object, this bounds the batch memory.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 1 << 20;
+/// `batch.max_age_ms`: how long the oldest event of a batch may wait, in milliseconds.
+pub const DEFAULT_BATCH_MAX_AGE_MS: u64 = 1000;
+/// `batch.compression_level`: gzip level of the channel (the cheapest that still compresses).
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
+/// Highest accepted `batch.compression_level` (gzip's levels are 0 to 9).
+pub const MAX_COMPRESSION_LEVEL: u32 = 9;
+/// Longest `collector.id`, in bytes. Idempotency keys are `<id>.<16 hex>:<sequence>` and may
+/// be 128 bytes long: 64 leaves room for the rest.
+pub const MAX_COLLECTOR_ID_BYTES: usize = 64;
+/// `collector.max_messages_in_flight`: SQS messages worked on at once, all inputs (at least 1).
+pub const DEFAULT_MAX_MESSAGES_IN_FLIGHT: usize = 8;
+/// `collector.shutdown_timeout_secs`: how long shutdown waits for in-flight messages, seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// `fetch.part_bytes`: bytes per ranged GET, 4 MiB.
+pub const DEFAULT_PART_BYTES: u64 = 4 << 20;
+/// Smallest `fetch.part_bytes` used, 64 KiB (a smaller value is raised to it): tinier parts
+/// would cost a request each for little data.
+pub const MIN_PART_BYTES: u64 = 64 << 10;
+/// `fetch.parallel_parts`: ranged GETs in flight per object (at least 1).
+pub const DEFAULT_PARALLEL_PARTS: usize = 4;
+/// `fetch.max_parts_in_flight`: parts held in memory at once, whole process (at least 1).
+pub const DEFAULT_MAX_PARTS_IN_FLIGHT: usize = 4;
+
+/// `inputs.enabled`: an input runs unless it says `enabled = false`.
+pub const DEFAULT_ENABLED: bool = true;
+/// `inputs.ack_messages`: confirmed messages are deleted (false is Devo's testing mode).
+pub const DEFAULT_ACK_MESSAGES: bool = true;
+/// `inputs.sqs_visibility_timeout`: seconds a received message stays invisible (Devo's).
+pub const DEFAULT_SQS_VISIBILITY_TIMEOUT_SECS: i64 = 120;
+/// `inputs.sqs_wait_timeout`: long-poll wait, seconds (Devo's).
+pub const DEFAULT_SQS_WAIT_TIMEOUT_SECS: i64 = 20;
+/// `inputs.sqs_max_messages`: messages per receive (Devo's).
+pub const DEFAULT_SQS_MAX_MESSAGES: i64 = 1;
+/// `inputs.pollers`: poll loops per queue.
+pub const DEFAULT_POLLERS: usize = 1;
+/// Most `inputs.pollers` (a larger value is lowered to it).
+pub const MAX_POLLERS: usize = 64;
+/// `inputs.ledger_ttl_secs`: ledger entry lifetime, 7 days in seconds.
+pub const DEFAULT_LEDGER_TTL_SECS: u64 = 7 * 24 * 3600;
+/// `inputs.ledger_max_entries`: ledger entries kept, checkpoints included (at least 1).
+pub const DEFAULT_LEDGER_MAX_ENTRIES: usize = 100_000;
+/// `inputs.max_receive_count` when unset and the queue has no redrive policy: receives after
+/// which a failing message is poison (with a redrive policy the dead-letter queue decides).
+/// Applied where the redrive policy is known, when the pipeline starts.
+pub const DEFAULT_MAX_RECEIVE_COUNT_WITHOUT_REDRIVE: u32 = 5;
+/// `inputs.do_not_send`: Devo's counting dry run is off.
+pub const DEFAULT_DO_NOT_SEND: bool = false;
+/// `inputs.direct_mode`: bodies are notifications, not events.
+pub const DEFAULT_DIRECT_MODE: bool = false;
+/// `inputs.debug_md5`: no per-message md5 event.
+pub const DEFAULT_DEBUG_MD5: bool = false;
+
+/// An SQS number of `[[inputs]]`: its key, its default, the range SQS accepts (outside it the
+/// configuration is refused) and the narrower range the Devo collector documents (outside it
+/// the value is accepted with a warning).
+#[derive(Debug, Clone, Copy)]
+pub struct SqsRange {
+    /// The key in `[[inputs]]`.
+    pub key: &'static str,
+    /// The value when the key is absent.
+    pub default: i64,
+    /// Inclusive bounds SQS accepts.
+    pub sqs: (i64, i64),
+    /// Inclusive bounds the Devo collector documents.
+    pub devo: (i64, i64),
+}
+
+/// `inputs.sqs_visibility_timeout`, seconds: SQS allows 0 to 12 hours, Devo documents 120 up.
+pub const SQS_VISIBILITY_TIMEOUT: SqsRange = SqsRange {
+    key: "sqs_visibility_timeout",
+    default: DEFAULT_SQS_VISIBILITY_TIMEOUT_SECS,
+    sqs: (0, 43200),
+    devo: (120, 43200),
+};
+/// `inputs.sqs_wait_timeout`, seconds: SQS allows 0 to 20, Devo documents 20 only.
+pub const SQS_WAIT_TIMEOUT: SqsRange = SqsRange {
+    key: "sqs_wait_timeout",
+    default: DEFAULT_SQS_WAIT_TIMEOUT_SECS,
+    sqs: (0, 20),
+    devo: (20, 20),
+};
+/// `inputs.sqs_max_messages`: SQS returns 1 to 10 messages per receive.
+pub const SQS_MAX_MESSAGES: SqsRange = SqsRange {
+    key: "sqs_max_messages",
+    default: DEFAULT_SQS_MAX_MESSAGES,
+    sqs: (1, 10),
+    devo: (1, 10),
+};
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +128,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("unknown key `{key}` in {table}")]
     UnknownKey { table: String, key: String },
-    #[error("${{{0}}} is used in the configuration but not set in the environment")]
-    MissingVar(String),
+    #[error(transparent)]
+    Env(#[from] sluice_common::env::InterpolateError),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
 }
@@ -54,8 +156,9 @@ pub struct RawConfig {
     /// How objects are downloaded.
     #[serde(default)]
     pub fetch: RawFetch,
-    /// The queues to drain. Kept as tables: keys are checked by hand because the processing
-    /// keys are flattened in (serde cannot refuse unknown keys through `flatten`).
+    /// The queues to drain. Kept as tables: each holds the input's own keys ([`RawInput`]) and
+    /// the processing keys side by side, so unknown keys are refused by hand against both
+    /// lists (serde cannot refuse unknown keys through `flatten`).
     #[serde(default)]
     pub inputs: Vec<toml::Table>,
 }
@@ -68,7 +171,7 @@ pub struct RawRelay {
     pub url: String,
     /// Bearer token shared with the relay, if it requires one.
     pub token: Option<String>,
-    /// Bound on one POST exchange, in seconds. Default 30.
+    /// Bound on one POST exchange, in seconds. Default [`DEFAULT_RELAY_TIMEOUT_SECS`].
     pub timeout_secs: Option<u64>,
 }
 
@@ -76,14 +179,15 @@ pub struct RawRelay {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBatch {
-    /// Most events in one batch. Default 10000.
+    /// Most events in one batch. Default [`DEFAULT_BATCH_MAX_EVENTS`].
     pub max_events: Option<u64>,
-    /// Most uncompressed bytes in one batch. Default 1 MiB (with 8 messages in flight and two
-    /// batches queued per object, this bounds the collector's batch memory).
+    /// Most uncompressed bytes in one batch. Default [`DEFAULT_BATCH_MAX_BYTES`].
     pub max_bytes: Option<u64>,
-    /// Oldest event may wait this long before its batch is sent, in ms. Default 1000.
+    /// Oldest event may wait this long before its batch is sent, in ms. Default
+    /// [`DEFAULT_BATCH_MAX_AGE_MS`].
     pub max_age_ms: Option<u64>,
-    /// gzip level of the channel, 0..9. Default 1 (cheapest that still compresses).
+    /// gzip level of the channel, 0 to [`MAX_COMPRESSION_LEVEL`]. Default
+    /// [`DEFAULT_COMPRESSION_LEVEL`].
     pub compression_level: Option<u32>,
 }
 
@@ -91,12 +195,13 @@ pub struct RawBatch {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFetch {
-    /// Bytes per ranged GET; larger objects are read in parts. Default 4 MiB.
+    /// Bytes per ranged GET (at least [`MIN_PART_BYTES`]); larger objects are read in parts.
+    /// Default [`DEFAULT_PART_BYTES`].
     pub part_bytes: Option<u64>,
-    /// Ranged GETs in flight per object. Default 4.
+    /// Ranged GETs in flight per object. Default [`DEFAULT_PARALLEL_PARTS`].
     pub parallel_parts: Option<usize>,
     /// Parts held in memory at once, whole process (bounds download memory to this × part
-    /// size). Default 4.
+    /// size). Default [`DEFAULT_MAX_PARTS_IN_FLIGHT`].
     pub max_parts_in_flight: Option<usize>,
 }
 
@@ -106,9 +211,11 @@ pub struct RawFetch {
 pub struct RawCollector {
     /// Names this collector in idempotency keys and logs. Default: the hostname.
     pub id: Option<String>,
-    /// Most SQS messages being worked on at once, over all inputs. Default 8.
+    /// Most SQS messages being worked on at once, over all inputs. Default
+    /// [`DEFAULT_MAX_MESSAGES_IN_FLIGHT`].
     pub max_messages_in_flight: Option<usize>,
-    /// How long shutdown waits for in-flight messages, in seconds. Default 30.
+    /// How long shutdown waits for in-flight messages, in seconds. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT_SECS`].
     pub shutdown_timeout_secs: Option<u64>,
     /// `host:port` for `GET /metrics`; off when unset.
     pub metrics_address: Option<String>,
@@ -116,7 +223,9 @@ pub struct RawCollector {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
-/// One `[[inputs]]` table, before validation.
+/// The input's own keys of one `[[inputs]]` table, before validation: everything but the
+/// processing keys, which [`ProcessingTable`] reads from the same table. A plain struct (no
+/// `flatten`), so that its key list comes from serde ([`input_keys`]).
 #[derive(Debug, Deserialize)]
 pub struct RawInput {
     /// Name used in logs and metrics. Default `input-N`.
@@ -137,85 +246,61 @@ pub struct RawInput {
     pub aws_cross_account_role: Option<String>,
     /// Devo: external id sent with the AssumeRole calls.
     pub aws_external_id: Option<String>,
-    /// Ledger entry lifetime, seconds. Default 7 days.
+    /// Ledger entry lifetime, seconds. Default [`DEFAULT_LEDGER_TTL_SECS`].
     pub ledger_ttl_secs: Option<u64>,
-    /// Most ledger entries kept, checkpoints included (oldest evicted). Default 100000.
+    /// Most ledger entries kept, checkpoints included (oldest evicted). Default
+    /// [`DEFAULT_LEDGER_MAX_ENTRIES`].
     pub ledger_max_entries: Option<usize>,
-    /// Devo: false skips the input. Default true.
+    /// Devo: false skips the input. Default [`DEFAULT_ENABLED`].
     pub enabled: Option<bool>,
     /// Devo: short id of this input (1 to 5 characters), used in state names.
     pub short_unique_id: Option<toml::Value>,
-    /// Devo: delete messages once confirmed. false is a testing mode. Default true.
+    /// Devo: delete messages once confirmed. false is a testing mode. Default
+    /// [`DEFAULT_ACK_MESSAGES`].
     pub ack_messages: Option<bool>,
-    /// Seconds a received message stays invisible (and is extended by). Default 120.
+    /// Seconds a received message stays invisible (and is extended by). Range and default:
+    /// [`SQS_VISIBILITY_TIMEOUT`].
     pub sqs_visibility_timeout: Option<i64>,
-    /// Long-poll wait, seconds. Default 20.
+    /// Long-poll wait, seconds. Range and default: [`SQS_WAIT_TIMEOUT`].
     pub sqs_wait_timeout: Option<i64>,
-    /// Messages per receive, 1..10. Default 1 (Devo's).
+    /// Messages per receive. Range and default: [`SQS_MAX_MESSAGES`].
     pub sqs_max_messages: Option<i64>,
-    /// Poll loops on this queue. Default 1.
+    /// Poll loops on this queue, 1 to [`MAX_POLLERS`]. Default [`DEFAULT_POLLERS`].
     pub pollers: Option<usize>,
     /// Receives after which a failing message is poison. Default: off when the queue has a
-    /// redrive policy (its dead-letter queue takes over), else 5.
+    /// redrive policy (its dead-letter queue takes over), else
+    /// [`DEFAULT_MAX_RECEIVE_COUNT_WITHOUT_REDRIVE`].
     pub max_receive_count: Option<u32>,
     /// What happens to a poison message: `keep` (left for the dead-letter queue) or
     /// `delete` (after logging it). Default `keep` with a redrive policy, else `delete`.
     pub poison_action: Option<String>,
-    /// Devo: process everything, send nothing (a counting dry run). Default false.
+    /// Devo: process everything, send nothing (a counting dry run). Default
+    /// [`DEFAULT_DO_NOT_SEND`].
     pub do_not_send: Option<bool>,
-    /// Devo: the SQS body itself is the event (no S3 access). Default false.
+    /// Devo: the SQS body itself is the event (no S3 access). Default [`DEFAULT_DIRECT_MODE`].
     pub direct_mode: Option<bool>,
     /// Devo: also send, per message, one event to `my.app.sqs.message_body` with the body's
-    /// md5, message id, receive count and objects (for hunting duplicates). Default false.
+    /// md5, message id, receive count and objects (for hunting duplicates). Default
+    /// [`DEFAULT_DEBUG_MD5`].
     pub debug_md5: Option<bool>,
-    /// How objects are selected, split and tagged (keys listed in `PROCESSING_KEYS`).
+}
+
+/// The processing keys of one `[[inputs]]` table (listed in `PROCESSING_KEYS`): how objects
+/// are selected, split and tagged. Read through `flatten`, as they always were, so that their
+/// errors read the same; the input's own keys in the table are ignored here.
+#[derive(Debug, Deserialize)]
+pub struct ProcessingTable {
+    /// The processing keys.
     #[serde(flatten)]
     pub processing: ProcessingConfig,
 }
 
-/// Keys of `[[inputs]]` this module reads.
-const INPUT_KEYS: &[&str] = &[
-    "name",
-    "base_url",
-    "region",
-    "endpoint_url",
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_base_account_role",
-    "aws_cross_account_role",
-    "aws_external_id",
-    "ledger_ttl_secs",
-    "ledger_max_entries",
-    "enabled",
-    "short_unique_id",
-    "ack_messages",
-    "sqs_visibility_timeout",
-    "sqs_wait_timeout",
-    "sqs_max_messages",
-    "pollers",
-    "max_receive_count",
-    "poison_action",
-    "do_not_send",
-    "direct_mode",
-    "debug_md5",
-];
-
-/// A secret from the configuration: its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// The input's own keys of `[[inputs]]` (the fields of [`RawInput`], as serde reads them).
+pub fn input_keys() -> &'static [&'static str] {
+    sluice_common::config::field_names::<RawInput>()
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use sluice_common::Secret;
 
 /// Validated collector settings.
 #[derive(Debug, Clone)]
@@ -346,109 +431,175 @@ impl Settings {
     /// so a parse error can only quote what the file says (a secret from the environment
     /// never shows in an error), and a variable's value cannot add keys to the file.
     pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigError> {
+        Settings::parse_with_env(text, origin, &sluice_common::env::process_env)
+    }
+
+    /// [`Settings::parse`] with `env` as the source of `${VAR}` values instead of the process
+    /// environment.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
         };
         let mut value: toml::Value = toml::from_str(text).map_err(parse_error)?;
-        interpolate_strings(&mut value, &|name| std::env::var(name).ok())?;
+        sluice_common::env::interpolate_toml(&mut value, env)?;
         let raw: RawConfig = value.try_into().map_err(parse_error)?;
         Settings::validate(raw)
     }
 
+    /// Applies defaults and checks every table, in file order: `[relay]`, `[batch]`,
+    /// `[collector]`, then each `[[inputs]]`; the first problem found is the error.
     fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         sluice_relay::client::Endpoint::parse(&raw.relay.url)
             .map_err(|e| invalid("relay.url", e.to_string()))?;
-        let batch = BatchSettings {
-            max_events: raw.batch.max_events.unwrap_or(10_000).max(1),
-            max_bytes: raw.batch.max_bytes.unwrap_or(1 << 20).max(1),
-            max_age: Duration::from_millis(raw.batch.max_age_ms.unwrap_or(1000)),
-            compression_level: raw.batch.compression_level.unwrap_or(1),
-        };
-        if batch.compression_level > 9 {
-            return Err(invalid("batch.compression_level", "must be 0 to 9"));
-        }
-        // Keys are `<id>.<16 hex>:<sequence>` and may be 128 bytes: 64 leaves room.
-        let collector_id = match raw.collector.id {
-            Some(id) => id,
-            None => hostname()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .take(64)
-                .collect(),
-        };
-        if collector_id.len() > 64
-            || !sluice_relay::protocol::validate_idempotency_key(&collector_id)
-        {
-            return Err(invalid(
-                "collector.id",
-                "use 1 to 64 characters of A-Z a-z 0-9 . _ : -",
-            ));
-        }
-        let mut inputs = Vec::new();
-        let mut names = BTreeSet::new();
-        for (i, table) in raw.inputs.into_iter().enumerate() {
-            let table_name = format!("inputs[{i}]");
-            for key in table.keys() {
-                if !INPUT_KEYS.contains(&key.as_str()) && !PROCESSING_KEYS.contains(&key.as_str()) {
-                    return Err(ConfigError::UnknownKey {
-                        table: table_name,
-                        key: key.clone(),
-                    });
-                }
-            }
-            let input: RawInput =
-                toml::Value::Table(table)
-                    .try_into()
-                    .map_err(|e: toml::de::Error| ConfigError::Parse {
-                        path: table_name.clone(),
-                        message: e.to_string(),
-                    })?;
-            let name = input.name.clone().unwrap_or_else(|| format!("input-{i}"));
-            if !names.insert(name.clone()) {
-                return Err(invalid(
-                    table_name,
-                    format!("duplicate input name {name:?}"),
-                ));
-            }
-            if input.enabled == Some(false) {
-                tracing::info!(input = %name, "input disabled (enabled = false), skipped");
-                continue;
-            }
-            inputs.push(validate_input(
-                &name,
-                input,
-                raw.collector.state_dir.as_deref(),
-            )?);
-        }
-        if inputs.is_empty() {
-            return Err(invalid("inputs", "no enabled [[inputs]]"));
-        }
+        let batch = validate_batch(&raw.batch)?;
+        let collector_id = validate_collector_id(raw.collector.id)?;
+        let inputs = validate_inputs(raw.inputs, raw.collector.state_dir.as_deref())?;
         Ok(Settings {
             relay_url: raw.relay.url,
-            relay_token: raw.relay.token.map(Secret),
-            relay_timeout: Duration::from_secs(raw.relay.timeout_secs.unwrap_or(30).max(1)),
+            relay_token: raw.relay.token.map(Secret::new),
+            relay_timeout: Duration::from_secs(
+                raw.relay
+                    .timeout_secs
+                    .unwrap_or(DEFAULT_RELAY_TIMEOUT_SECS)
+                    .max(1),
+            ),
             batch,
             collector_id,
-            max_messages_in_flight: raw.collector.max_messages_in_flight.unwrap_or(8).max(1),
+            max_messages_in_flight: raw
+                .collector
+                .max_messages_in_flight
+                .unwrap_or(DEFAULT_MAX_MESSAGES_IN_FLIGHT)
+                .max(1),
             shutdown_timeout: Duration::from_secs(
-                raw.collector.shutdown_timeout_secs.unwrap_or(30),
+                raw.collector
+                    .shutdown_timeout_secs
+                    .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             ),
             metrics_address: raw.collector.metrics_address,
-            fetch: FetchLimits {
-                part_bytes: raw.fetch.part_bytes.unwrap_or(4 << 20).max(64 << 10),
-                parallel_parts: raw.fetch.parallel_parts.unwrap_or(4).max(1),
-                max_parts_in_flight: raw.fetch.max_parts_in_flight.unwrap_or(4).max(1),
-            },
+            fetch: fetch_limits(&raw.fetch),
             inputs,
         })
     }
+}
+
+/// `[batch]`: defaults, counts raised to at least 1, the gzip level checked.
+fn validate_batch(raw: &RawBatch) -> Result<BatchSettings, ConfigError> {
+    let batch = BatchSettings {
+        max_events: raw.max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS).max(1),
+        max_bytes: raw.max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES).max(1),
+        max_age: Duration::from_millis(raw.max_age_ms.unwrap_or(DEFAULT_BATCH_MAX_AGE_MS)),
+        compression_level: raw.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL),
+    };
+    if batch.compression_level > MAX_COMPRESSION_LEVEL {
+        return Err(invalid(
+            "batch.compression_level",
+            format!("must be 0 to {MAX_COMPRESSION_LEVEL}"),
+        ));
+    }
+    Ok(batch)
+}
+
+/// `collector.id`: as configured, else the hostname with every character an idempotency key
+/// cannot hold replaced by `-`; either way it must fit in a key ([`MAX_COLLECTOR_ID_BYTES`]).
+fn validate_collector_id(configured: Option<String>) -> Result<String, ConfigError> {
+    let collector_id = match configured {
+        Some(id) => id,
+        None => sluice_common::host::hostname()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(MAX_COLLECTOR_ID_BYTES)
+            .collect(),
+    };
+    if collector_id.len() > MAX_COLLECTOR_ID_BYTES
+        || !sluice_relay::protocol::validate_idempotency_key(&collector_id)
+    {
+        return Err(invalid(
+            "collector.id",
+            format!("use 1 to {MAX_COLLECTOR_ID_BYTES} characters of A-Z a-z 0-9 . _ : -"),
+        ));
+    }
+    Ok(collector_id)
+}
+
+/// `[fetch]`: defaults, each value raised to its floor.
+fn fetch_limits(raw: &RawFetch) -> FetchLimits {
+    FetchLimits {
+        part_bytes: raw
+            .part_bytes
+            .unwrap_or(DEFAULT_PART_BYTES)
+            .max(MIN_PART_BYTES),
+        parallel_parts: raw.parallel_parts.unwrap_or(DEFAULT_PARALLEL_PARTS).max(1),
+        max_parts_in_flight: raw
+            .max_parts_in_flight
+            .unwrap_or(DEFAULT_MAX_PARTS_IN_FLIGHT)
+            .max(1),
+    }
+}
+
+/// Every `[[inputs]]` table: names unique (a default name is `input-N`), disabled inputs
+/// skipped (logged), and at least one left.
+fn validate_inputs(
+    tables: Vec<toml::Table>,
+    state_dir: Option<&Path>,
+) -> Result<Vec<InputSettings>, ConfigError> {
+    let mut inputs = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, table) in tables.into_iter().enumerate() {
+        let table_name = format!("inputs[{i}]");
+        let (input, processing) = read_input_table(&table_name, table)?;
+        let name = input.name.clone().unwrap_or_else(|| format!("input-{i}"));
+        if !names.insert(name.clone()) {
+            return Err(invalid(
+                table_name,
+                format!("duplicate input name {name:?}"),
+            ));
+        }
+        if !input.enabled.unwrap_or(DEFAULT_ENABLED) {
+            tracing::info!(input = %name, "input disabled (enabled = false), skipped");
+            continue;
+        }
+        inputs.push(validate_input(&name, input, processing, state_dir)?);
+    }
+    if inputs.is_empty() {
+        return Err(invalid("inputs", "no enabled [[inputs]]"));
+    }
+    Ok(inputs)
+}
+
+/// One `[[inputs]]` table (`table_name` is `inputs[N]`, for errors): every key must be the
+/// input's own ([`input_keys`]) or a processing key; then both halves are read from it.
+fn read_input_table(
+    table_name: &str,
+    table: toml::Table,
+) -> Result<(RawInput, ProcessingConfig), ConfigError> {
+    let own = input_keys();
+    for key in table.keys() {
+        if !own.contains(&key.as_str()) && !PROCESSING_KEYS.contains(&key.as_str()) {
+            return Err(ConfigError::UnknownKey {
+                table: table_name.to_string(),
+                key: key.clone(),
+            });
+        }
+    }
+    let parse_error = |e: toml::de::Error| ConfigError::Parse {
+        path: table_name.to_string(),
+        message: e.to_string(),
+    };
+    let table = toml::Value::Table(table);
+    let input: RawInput = table.clone().try_into().map_err(parse_error)?;
+    let ProcessingTable { processing } = table.try_into().map_err(parse_error)?;
+    Ok((input, processing))
 }
 
 /// A setting lowered to fit the relay's limits.
@@ -470,7 +621,7 @@ impl Settings {
     /// never fit is refused, naming it: a static `tag` longer than the relay's tag cap.
     pub fn apply_limits(
         &mut self,
-        agreed: &crate::limits::Agreed,
+        agreed: &crate::delivery::limits::Agreed,
     ) -> Result<Vec<Clamped>, ConfigError> {
         let mut clamped = Vec::new();
         let max_tag = usize::try_from(agreed.relay.max_tag_bytes).unwrap_or(usize::MAX);
@@ -506,15 +657,15 @@ impl Settings {
     }
 }
 
-/// Checks `value` against SQS's range and warns when it is outside Devo's narrower one.
-fn ranged(
-    input: &str,
-    key: &str,
-    value: Option<i64>,
-    default: i64,
-    sqs: (i64, i64),
-    devo: (i64, i64),
-) -> Result<i64, ConfigError> {
+/// `range.key` of input `input`: the default when unset; refused outside SQS's range, warned
+/// about outside Devo's narrower one.
+fn ranged(input: &str, range: SqsRange, value: Option<i64>) -> Result<i64, ConfigError> {
+    let SqsRange {
+        key,
+        default,
+        sqs,
+        devo,
+    } = range;
     let v = value.unwrap_or(default);
     if v < sqs.0 || v > sqs.1 {
         return Err(invalid(
@@ -535,9 +686,12 @@ fn ranged(
     Ok(v)
 }
 
+/// One enabled input named `name`: checks run in this order, the first failure is the error:
+/// queue URL, SQS numbers, static keys, `short_unique_id`, processing, poison settings.
 fn validate_input(
     name: &str,
     input: RawInput,
+    processing: ProcessingConfig,
     state_dir: Option<&Path>,
 ) -> Result<InputSettings, ConfigError> {
     let field = |key: &str| format!("inputs.{name}.{key}");
@@ -547,93 +701,26 @@ fn validate_input(
             "must be the queue URL (https://sqs…)",
         ));
     }
-    let visibility = ranged(
-        name,
-        "sqs_visibility_timeout",
-        input.sqs_visibility_timeout,
-        120,
-        (0, 43200),
-        (120, 43200),
-    )?;
-    let wait = ranged(
-        name,
-        "sqs_wait_timeout",
-        input.sqs_wait_timeout,
-        20,
-        (0, 20),
-        (20, 20),
-    )?;
-    let max_messages = ranged(
-        name,
-        "sqs_max_messages",
-        input.sqs_max_messages,
-        1,
-        (1, 10),
-        (1, 10),
-    )?;
-    let static_keys = match (input.aws_access_key_id, input.aws_secret_access_key) {
-        (Some(id), Some(secret)) => Some((id, Secret(secret))),
-        (None, None) => None,
-        _ => {
-            return Err(invalid(
-                field("aws_access_key_id"),
-                "aws_access_key_id and aws_secret_access_key go together",
-            ))
-        }
-    };
-    let short_id = match &input.short_unique_id {
-        Some(id) => {
-            let text = match id {
-                toml::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if text.is_empty()
-                || text.len() > 5
-                || !text
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    field("short_unique_id"),
-                    "1 to 5 characters of A-Z a-z 0-9 - _",
-                ));
-            }
-            Some(text)
-        }
-        None => None,
-    };
-    // The namespace is a path component: the input name qualifies only if it is a safe one.
-    let namespace = short_id.unwrap_or_else(|| {
-        name.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    });
+    let visibility = ranged(name, SQS_VISIBILITY_TIMEOUT, input.sqs_visibility_timeout)?;
+    let wait = ranged(name, SQS_WAIT_TIMEOUT, input.sqs_wait_timeout)?;
+    let max_messages = ranged(name, SQS_MAX_MESSAGES, input.sqs_max_messages)?;
+    let static_keys = static_keys(input.aws_access_key_id, input.aws_secret_access_key, &field)?;
+    let short_id = short_unique_id(input.short_unique_id.as_ref(), &field)?;
     let ledger = LedgerSettings {
-        path: state_dir.map(|dir| dir.join(namespace).join("objects.ledger")),
-        ttl: Duration::from_secs(input.ledger_ttl_secs.unwrap_or(7 * 24 * 3600)),
-        max_entries: input.ledger_max_entries.unwrap_or(100_000).max(1),
+        path: state_dir.map(|dir| {
+            dir.join(ledger_namespace(name, short_id))
+                .join("objects.ledger")
+        }),
+        ttl: Duration::from_secs(input.ledger_ttl_secs.unwrap_or(DEFAULT_LEDGER_TTL_SECS)),
+        max_entries: input
+            .ledger_max_entries
+            .unwrap_or(DEFAULT_LEDGER_MAX_ENTRIES)
+            .max(1),
     };
-    let processing = input
-        .processing
-        .resolve()
+    let processing = processing
+        .resolve(sluice_relay::protocol::MAX_TAG_BYTES)
         .map_err(|e| invalid(format!("inputs.{name}"), e.to_string()))?;
-    let poison_action = match input.poison_action.as_deref() {
-        None => None,
-        Some("keep") => Some(PoisonAction::Keep),
-        Some("delete") => Some(PoisonAction::Delete),
-        Some(o) => {
-            return Err(invalid(
-                field("poison_action"),
-                format!("{o:?}: use keep or delete"),
-            ))
-        }
-    };
+    let poison_action = poison_action(input.poison_action.as_deref(), &field)?;
     if input.max_receive_count == Some(0) {
         return Err(invalid(field("max_receive_count"), "must be at least 1"));
     }
@@ -652,19 +739,98 @@ fn validate_input(
             .chain(input.aws_cross_account_role)
             .collect(),
         external_id: input.aws_external_id,
-        ack_messages: input.ack_messages.unwrap_or(true),
+        ack_messages: input.ack_messages.unwrap_or(DEFAULT_ACK_MESSAGES),
         visibility_timeout: Duration::from_secs(visibility as u64),
         wait_time: Duration::from_secs(wait as u64),
         max_messages: max_messages as i32,
-        pollers: input.pollers.unwrap_or(1).clamp(1, 64),
+        pollers: input
+            .pollers
+            .unwrap_or(DEFAULT_POLLERS)
+            .clamp(1, MAX_POLLERS),
         max_receive_count: input.max_receive_count,
         poison_action,
-        do_not_send: input.do_not_send.unwrap_or(false),
+        do_not_send: input.do_not_send.unwrap_or(DEFAULT_DO_NOT_SEND),
         ledger,
-        direct_mode: input.direct_mode.unwrap_or(false),
-        debug_md5: input.debug_md5.unwrap_or(false),
+        direct_mode: input.direct_mode.unwrap_or(DEFAULT_DIRECT_MODE),
+        debug_md5: input.debug_md5.unwrap_or(DEFAULT_DEBUG_MD5),
         processing,
     })
+}
+
+/// Static AWS keys: both or neither (`field` names a key of the input, for errors).
+fn static_keys(
+    id: Option<String>,
+    secret: Option<String>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Option<(String, Secret)>, ConfigError> {
+    match (id, secret) {
+        (Some(id), Some(secret)) => Ok(Some((id, Secret::new(secret)))),
+        (None, None) => Ok(None),
+        _ => Err(invalid(
+            field("aws_access_key_id"),
+            "aws_access_key_id and aws_secret_access_key go together",
+        )),
+    }
+}
+
+/// Devo's `short_unique_id`, written as a string or a bare number: 1 to 5 characters that are
+/// safe in a path component (it names the input's ledger directory).
+fn short_unique_id(
+    value: Option<&toml::Value>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Option<String>, ConfigError> {
+    let Some(id) = value else {
+        return Ok(None);
+    };
+    let text = match id {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.is_empty()
+        || text.len() > 5
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            field("short_unique_id"),
+            "1 to 5 characters of A-Z a-z 0-9 - _",
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// The directory under `collector.state_dir` that holds an input's ledger: its
+/// `short_unique_id`, else its name with every character unsafe in a path component
+/// replaced by `_`.
+fn ledger_namespace(name: &str, short_id: Option<String>) -> String {
+    short_id.unwrap_or_else(|| {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    })
+}
+
+/// `poison_action`: `keep`, `delete`, or unset (decided later from the redrive policy).
+fn poison_action(
+    value: Option<&str>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Option<PoisonAction>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some("keep") => Ok(Some(PoisonAction::Keep)),
+        Some("delete") => Ok(Some(PoisonAction::Delete)),
+        Some(o) => Err(invalid(
+            field("poison_action"),
+            format!("{o:?}: use keep or delete"),
+        )),
+    }
 }
 
 /// `https://sqs.eu-west-1.amazonaws.com/…` → `eu-west-1`.
@@ -676,66 +842,6 @@ fn region_from_queue_url(url: &str) -> Option<String> {
     }
     let region = parts.next()?;
     (parts.next() == Some("amazonaws")).then(|| region.to_string())
-}
-
-/// The machine's hostname, or `sluice` when it cannot be read.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "sluice".to_string())
-}
-
-/// Applies [`interpolate`] to every string value in `value`.
-fn interpolate_strings(
-    value: &mut toml::Value,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(s) => *s = interpolate(s, lookup)?,
-        toml::Value::Array(items) => {
-            for item in items {
-                interpolate_strings(item, lookup)?;
-            }
-        }
-        toml::Value::Table(table) => {
-            for (_, item) in table.iter_mut() {
-                interpolate_strings(item, lookup)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`. A missing
-/// variable is an error (naming the variable, never a value).
-fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos..];
-        if let Some(literal) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = literal;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| invalid("configuration", "unterminated ${"))?;
-            let name = &body[..end];
-            let value = lookup(name).ok_or_else(|| ConfigError::MissingVar(name.to_string()))?;
-            out.push_str(&value);
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -784,14 +890,6 @@ tag = "cloud.aws.cloudtrail.events"
     }
 
     #[test]
-    fn interpolation() {
-        let env = |n: &str| (n == "K").then(|| "v".to_string());
-        assert_eq!(interpolate("a${K}b$${K}", &env).unwrap(), "avb${K}");
-        let err = interpolate("${NOPE}", &env).unwrap_err().to_string();
-        assert!(err.contains("NOPE"));
-    }
-
-    #[test]
     fn secrets_never_reach_errors_nor_add_keys() {
         std::env::set_var("SLUICE_TEST_SECRET", "S3CRET\"\nextra = 1");
         // Unquoted: a TOML error, which can only quote the file, not the value.
@@ -814,7 +912,7 @@ tag = "cloud.aws.cloudtrail.events"
 
     #[test]
     fn limits_lower_what_is_safe_to_lower_and_refuse_what_never_fits() {
-        use crate::limits::Agreed;
+        use crate::delivery::limits::Agreed;
         use sluice_relay::protocol::ChannelLimits;
         let text = format!(
             "{MINIMAL}max_event_bytes = 2000000\n[[inputs.selectors]]\nkey = 'x'\nmax_event_bytes = 10\n\
@@ -842,7 +940,7 @@ tag = "cloud.aws.cloudtrail.events"
                 },
             ]
         );
-        assert!(crate::limits::gzip_bound(s.batch.max_bytes) <= 16 << 20);
+        assert!(crate::delivery::limits::gzip_bound(s.batch.max_bytes) <= 16 << 20);
         assert!(s.apply_limits(&agreed).unwrap().is_empty(), "idempotent");
         // Defaults that fit stay as they are.
         let mut s = Settings::parse(MINIMAL, "t").unwrap();
@@ -855,6 +953,167 @@ tag = "cloud.aws.cloudtrail.events"
         let mut s = Settings::parse(&text, "t").unwrap();
         let err = s.apply_limits(&defaults).unwrap_err().to_string();
         assert!(err.starts_with("inputs.cloudtrail.tag:"), "{err}");
+    }
+
+    #[test]
+    fn input_keys_come_from_raw_input_and_are_not_processing_keys() {
+        let keys = input_keys();
+        // Empty would mean serde no longer reads `RawInput` as a plain struct (a `flatten`
+        // crept in): every input key would then be refused as unknown.
+        assert!(
+            keys.contains(&"base_url") && keys.contains(&"debug_md5"),
+            "{keys:?}"
+        );
+        for key in keys {
+            assert!(
+                !PROCESSING_KEYS.contains(key),
+                "`{key}` is both an input key and a processing key"
+            );
+        }
+    }
+
+    /// A file of the repository (README.md, config/…).
+    fn repo_file(relative: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+    }
+
+    /// `text` with every commented-out setting (`# key = value`) switched on.
+    fn uncomment_settings(text: &str) -> String {
+        text.lines()
+            .map(|line| {
+                let rest = line.strip_prefix("# ").unwrap_or(line);
+                let is_setting = rest.split_once(" = ").is_some_and(|(key, _)| {
+                    !key.is_empty()
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                });
+                if is_setting {
+                    rest
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn shipped_example_configs_validate() {
+        let dummy_env = |_: &str| Some("dummy".to_string());
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(repo_file("config")).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            // `relay*.toml` are the relay's examples, checked by the relay's own tests.
+            if !file.ends_with(".toml") || file.starts_with("relay") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (variant, text) in [
+                ("as shipped", text.clone()),
+                ("uncommented", uncomment_settings(&text)),
+            ] {
+                if let Err(e) = Settings::parse_with_env(&text, &file, &dummy_env) {
+                    panic!("config/{file} ({variant}): {e}");
+                }
+            }
+            checked.push(file);
+        }
+        assert!(
+            checked.contains(&"collector.toml".to_string()),
+            "{checked:?}"
+        );
+    }
+
+    /// The collector's configuration tables in README.md: each key (`relay.url`, `base_url`)
+    /// with its default cell.
+    fn readme_defaults() -> std::collections::BTreeMap<String, String> {
+        let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+        let section = readme
+            .split("### Collector")
+            .nth(1)
+            .and_then(|rest| rest.split("### Relay").next())
+            .expect("README.md has a \"### Collector\" section before \"### Relay\"");
+        let mut rows = std::collections::BTreeMap::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            for key in cells[1].split(", ") {
+                rows.insert(key.trim_matches('`').to_string(), cells[2].to_string());
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn readme_lists_every_key_with_the_defaults_used_here() {
+        let rows = readme_defaults();
+        let tables = [
+            ("relay", sluice_common::config::field_names::<RawRelay>()),
+            ("batch", sluice_common::config::field_names::<RawBatch>()),
+            (
+                "collector",
+                sluice_common::config::field_names::<RawCollector>(),
+            ),
+            ("fetch", sluice_common::config::field_names::<RawFetch>()),
+        ];
+        for (table, keys) in tables {
+            assert!(!keys.is_empty(), "[{table}]");
+            for key in keys {
+                let key = format!("{table}.{key}");
+                assert!(rows.contains_key(&key), "README.md does not list `{key}`");
+            }
+        }
+        for key in input_keys() {
+            assert!(
+                rows.contains_key(*key),
+                "README.md does not list inputs' `{key}`"
+            );
+        }
+        let defaults: &[(&str, &dyn ToString)] = &[
+            ("relay.timeout_secs", &DEFAULT_RELAY_TIMEOUT_SECS),
+            ("batch.max_events", &DEFAULT_BATCH_MAX_EVENTS),
+            ("batch.max_bytes", &DEFAULT_BATCH_MAX_BYTES),
+            ("batch.max_age_ms", &DEFAULT_BATCH_MAX_AGE_MS),
+            ("batch.compression_level", &DEFAULT_COMPRESSION_LEVEL),
+            (
+                "collector.max_messages_in_flight",
+                &DEFAULT_MAX_MESSAGES_IN_FLIGHT,
+            ),
+            (
+                "collector.shutdown_timeout_secs",
+                &DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            ),
+            ("fetch.part_bytes", &DEFAULT_PART_BYTES),
+            ("fetch.parallel_parts", &DEFAULT_PARALLEL_PARTS),
+            ("fetch.max_parts_in_flight", &DEFAULT_MAX_PARTS_IN_FLIGHT),
+            ("enabled", &DEFAULT_ENABLED),
+            ("ack_messages", &DEFAULT_ACK_MESSAGES),
+            (
+                "sqs_visibility_timeout",
+                &DEFAULT_SQS_VISIBILITY_TIMEOUT_SECS,
+            ),
+            ("sqs_wait_timeout", &DEFAULT_SQS_WAIT_TIMEOUT_SECS),
+            ("sqs_max_messages", &DEFAULT_SQS_MAX_MESSAGES),
+            ("ledger_ttl_secs", &DEFAULT_LEDGER_TTL_SECS),
+            ("ledger_max_entries", &DEFAULT_LEDGER_MAX_ENTRIES),
+            ("pollers", &DEFAULT_POLLERS),
+            ("do_not_send", &DEFAULT_DO_NOT_SEND),
+            ("direct_mode", &DEFAULT_DIRECT_MODE),
+            ("debug_md5", &DEFAULT_DEBUG_MD5),
+        ];
+        for (key, default) in defaults {
+            assert_eq!(
+                rows[*key],
+                default.to_string(),
+                "README.md's default of `{key}`"
+            );
+        }
+        let poison = &rows["max_receive_count"];
+        assert!(
+            poison.ends_with(&format!("else {DEFAULT_MAX_RECEIVE_COUNT_WITHOUT_REDRIVE}")),
+            "README.md's default of `max_receive_count`: {poison}"
+        );
     }
 
     #[test]

@@ -1,35 +1,24 @@
 //! sluice, the collector: drains SQS queues that announce S3 objects, turns every object into
 //! tagged single-line events and hands them to `sluice-relay` in gzip batches.
 //!
-//! Map of the crate, one module per pipeline stage:
+//! Map of the crate, folders in the order the data flows:
 //! - [`config`]: the TOML file and its validated settings;
-//! - [`aws`]: SQS and S3 clients per input;
-//! - [`pipeline`]: poll loops, concurrency, shutdown;
-//! - [`message`]: one SQS message to its fate (heartbeat, delete or retry);
-//! - [`notification`]: SQS body → object references;
-//! - [`object`]: one object end to end;
-//! - [`fetch`]: streaming GetObject;
-//! - [`decompress`]: object bytes → decompressed bytes (by magic bytes);
-//! - [`processor`]: decompressed bytes → tagged events;
-//! - [`batch`]: events → gzip batches;
-//! - [`forward`]: batches → relay confirmations (a refused batch re-split, see [`limits`]);
-//! - [`limits`]: the caps agreed with the relay, and the re-split of a refused batch;
-//! - [`ack`]: deletes of confirmed messages (batched);
-//! - [`ledger`]: objects already delivered (optional, cuts duplicates);
-//! - [`metrics`]: Prometheus counters.
+//! - [`pipeline`]: wires the stages: poll loops, concurrency, shutdown;
+//! - [`queue`]: the SQS side: AWS clients ([`queue::aws`]), one message to its fate
+//!   ([`queue::fate`]: heartbeat, delete or retry, poison), deletes of confirmed messages
+//!   ([`queue::deleter`]);
+//! - [`object`]: one object end to end; streaming GetObject ([`object::fetch`]); objects already
+//!   delivered ([`object::ledger`]);
+//!   - the bytes themselves (SQS body → object references, decompression, splitting into
+//!     tagged events) are the `sluice-formats` crate: `notification`, `decompress`, `processor`;
+//! - [`delivery`]: events → gzip batches ([`delivery::batch`]) → relay confirmations
+//!   ([`delivery::forward`]), within the caps agreed with the relay ([`delivery::limits`]);
+//! - [`telemetry`]: every metric declared once, the typed events that log and count, and the
+//!   `/metrics` listener.
 
-pub mod ack;
-pub mod aws;
-pub mod batch;
 pub mod config;
-pub mod decompress;
-pub mod fetch;
-pub mod forward;
-pub mod ledger;
-pub mod limits;
-pub mod message;
-pub mod metrics;
-pub mod notification;
+pub mod delivery;
 pub mod object;
 pub mod pipeline;
-pub mod processor;
+pub mod queue;
+pub mod telemetry;

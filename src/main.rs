@@ -18,7 +18,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    sluice_relay::cli::init_logging("info,aws_config=warn,aws_smithy_runtime=warn");
+    sluice_common::cli::init_logging("info,aws_config=warn,aws_smithy_runtime=warn");
     let settings = sluice::config::Settings::load(&args.config)
         .with_context(|| format!("configuration {}", args.config.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,6 +35,6 @@ fn main() -> anyhow::Result<()> {
 
 /// Fires `shutdown` on the first SIGTERM or SIGINT.
 async fn signals(shutdown: CancellationToken) {
-    sluice_relay::cli::shutdown_signal().await;
+    sluice_common::cli::shutdown_signal().await;
     shutdown.cancel();
 }

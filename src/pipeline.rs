@@ -5,21 +5,28 @@
 //! Before polling, it agrees on limits with the relay (`GET /v1/limits`, retried while the
 //! relay is away) and fits the configuration to them (`Settings::apply_limits`).
 //!
-//! Delivery decisions live in `message`; this module only schedules.
+//! It wires the stages: per input, the queue ([`SqsQueue`]), its poison policy, the object
+//! work ([`ObjectWork`]), the deleter and the poll loops. Delivery decisions live in
+//! [`crate::queue::fate`]; this module only builds and schedules.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use sluice_relay::client::ChannelClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{InputSettings, PoisonAction, Settings};
-use crate::forward::{jitter, Forwarder};
-use crate::message::{self, InputContext};
-use crate::metrics;
+use crate::config::{InputSettings, Settings};
+use crate::delivery::forward::Forwarder;
+use crate::object::fetch::FetchSettings;
+use crate::object::ledger::Ledger;
+use crate::object::work::ObjectWork;
+use crate::queue::deleter::Deleter;
+use crate::queue::fate::{poison_policy, InputContext};
+use crate::queue::poll::poll;
+use crate::queue::sqs::SqsQueue;
+use crate::queue::Queue;
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +34,11 @@ pub enum StartError {
     #[error("relay: {0}")]
     Relay(#[from] sluice_relay::client::ClientError),
     #[error("relay limits: {0}")]
-    Limits(#[from] crate::limits::NoRoom),
+    Limits(#[from] crate::delivery::limits::NoRoom),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Ledger(#[from] crate::ledger::LedgerError),
+    Ledger(#[from] crate::object::ledger::LedgerError),
     #[error("metrics listener on {address}: {source}")]
     Metrics {
         address: String,
@@ -57,7 +64,7 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
             .with_compression_level(settings.batch.compression_level),
     );
     if let Some(address) = &settings.metrics_address {
-        let bound = metrics::serve(address, hard_stop.clone())
+        let bound = crate::telemetry::serve(address, hard_stop.clone())
             .await
             .map_err(|source| StartError::Metrics {
                 address: address.clone(),
@@ -72,29 +79,13 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
     }
     let in_flight = Arc::new(Semaphore::new(settings.max_messages_in_flight));
     let tracker = TaskTracker::new();
-    let fetch = crate::fetch::FetchSettings {
+    let fetch = FetchSettings {
         part_size: settings.fetch.part_bytes,
         parallel_parts: settings.fetch.parallel_parts,
         part_permits: Arc::new(Semaphore::new(settings.fetch.max_parts_in_flight)),
     };
     for input in &settings.inputs {
-        let clients = crate::aws::clients(input).await;
-        let poison = poison_policy(&clients.sqs, input).await;
-        let ledger = Some(crate::ledger::Ledger::open(&input.ledger)?);
-        let ctx = Arc::new(InputContext {
-            settings: input.clone(),
-            clients: clients.clone(),
-            batch: settings.batch,
-            forwarder: forwarder.clone(),
-            fetch: fetch.clone(),
-            poison,
-            deleter: crate::ack::Deleter::start(
-                clients.sqs.clone(),
-                input.queue_url.clone(),
-                input.name.clone(),
-            ),
-            ledger,
-        });
+        let ctx = input_context(input, &settings, &forwarder, &fetch, &hard_stop).await?;
         tracing::info!(input = %input.name, queue = %input.queue_url, "polling");
         for _ in 0..input.pollers {
             tracker.spawn(poll(
@@ -106,14 +97,53 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
             ));
         }
     }
-
     shutdown.cancelled().await;
+    drain(&tracker, settings.shutdown_timeout, &hard_stop).await;
+    Ok(())
+}
+
+/// Wires one input: its queue, poison policy, object work (with its ledger) and deleter.
+async fn input_context(
+    input: &InputSettings,
+    settings: &Settings,
+    forwarder: &Arc<Forwarder>,
+    fetch: &FetchSettings,
+    hard_stop: &CancellationToken,
+) -> Result<Arc<InputContext>, StartError> {
+    let clients = crate::queue::aws::clients(input).await;
+    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(
+        clients.sqs.clone(),
+        &input.queue_url,
+        &input.name,
+    ));
+    let poison = poison_policy(queue.as_ref(), input).await;
+    let work = ObjectWork {
+        settings: input.clone(),
+        s3: clients.s3,
+        batch: settings.batch,
+        forwarder: forwarder.clone(),
+        fetch: fetch.clone(),
+        ledger: Some(Ledger::open(&input.ledger)?),
+        hard_stop: hard_stop.clone(),
+    };
+    Ok(Arc::new(InputContext {
+        settings: input.clone(),
+        deleter: Deleter::start(queue.clone(), input.queue_url.clone(), input.name.clone()),
+        queue,
+        work: Arc::new(work),
+        poison,
+    }))
+}
+
+/// Shutdown: no new messages (the poll loops saw `shutdown`); in-flight messages get
+/// `deadline` to finish, then the hard stop cuts what is left (it is redelivered).
+async fn drain(tracker: &TaskTracker, deadline: Duration, hard_stop: &CancellationToken) {
     tracing::info!(
-        deadline_s = settings.shutdown_timeout.as_secs(),
+        deadline_s = deadline.as_secs(),
         "shutting down: no new messages; finishing in-flight work"
     );
     tracker.close();
-    if tokio::time::timeout(settings.shutdown_timeout, tracker.wait())
+    if tokio::time::timeout(deadline, tracker.wait())
         .await
         .is_err()
     {
@@ -123,7 +153,6 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
     }
     hard_stop.cancel();
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// Learns the relay's caps (retrying while it is unreachable), fits the configuration to them
@@ -142,7 +171,7 @@ async fn agree_limits(
             Some(result) => result?,
         }
     };
-    let agreed = crate::limits::Agreed::new(relay)?;
+    let agreed = crate::delivery::limits::Agreed::new(relay)?;
     for c in settings.apply_limits(&agreed)? {
         tracing::warn!(key = %c.key, configured = c.from, used = c.to, "lowered to fit the relay's limits");
     }
@@ -157,126 +186,4 @@ async fn agree_limits(
         "limits agreed with the relay"
     );
     Ok(true)
-}
-
-/// Resolves the poison-message policy: the configured threshold, else off when the queue has
-/// a redrive policy (its dead-letter queue takes failing messages) and 5 receives otherwise
-/// (Filebeat's default), so a queue without a DLQ never cycles a bad message forever.
-async fn poison_policy(
-    sqs: &aws_sdk_sqs::Client,
-    input: &InputSettings,
-) -> Option<(u32, PoisonAction)> {
-    let redrive = match sqs
-        .get_queue_attributes()
-        .queue_url(&input.queue_url)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
-        .await
-    {
-        Ok(out) => out
-            .attributes
-            .is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy)),
-        Err(e) => {
-            // Unknown: assume a DLQ exists, the choice that never deletes.
-            tracing::warn!(input = %input.name, queue = %input.queue_url, error = %crate::aws::describe(&e), "cannot read the queue's redrive policy; assuming one exists");
-            true
-        }
-    };
-    let action = input.poison_action.unwrap_or(if redrive {
-        PoisonAction::Keep
-    } else {
-        PoisonAction::Delete
-    });
-    let policy = match input.max_receive_count {
-        Some(max) => Some((max, action)),
-        None if redrive => None,
-        None => Some((5, action)),
-    };
-    tracing::info!(input = %input.name, redrive_policy = redrive, poison = ?policy, "poison-message policy");
-    policy
-}
-
-/// Long-polls one queue while `intake` is open.
-async fn poll(
-    ctx: Arc<InputContext>,
-    in_flight: Arc<Semaphore>,
-    tracker: TaskTracker,
-    intake: CancellationToken,
-    hard_stop: CancellationToken,
-) {
-    let settings = &ctx.settings;
-    let mut error_delay = Duration::from_secs(1);
-    loop {
-        // Take capacity before receiving: a message is only received when there is room to
-        // work on it, so nothing sits invisible in a local queue.
-        let first = tokio::select! {
-            _ = intake.cancelled() => return,
-            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let mut permits = vec![first];
-        while permits.len() < settings.max_messages as usize {
-            match in_flight.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
-        let receive = ctx
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&settings.queue_url)
-            .max_number_of_messages(permits.len() as i32)
-            .wait_time_seconds(settings.wait_time.as_secs() as i32)
-            .visibility_timeout(settings.visibility_timeout.as_secs() as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_system_attribute_names(
-                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
-            )
-            .send();
-        let result = tokio::select! {
-            // A receive cut short by shutdown returns nothing: no message is lost, as any
-            // message SQS had picked for it becomes visible again after its timeout.
-            _ = intake.cancelled() => return,
-            r = receive => r,
-        };
-        let messages = match result {
-            Ok(out) => {
-                error_delay = Duration::from_secs(1);
-                out.messages.unwrap_or_default()
-            }
-            Err(e) => {
-                let e = crate::aws::describe(&e);
-                metrics::count(
-                    "sluice_receive_errors_total",
-                    "Failed ReceiveMessage calls",
-                    &[("input", &settings.name)],
-                    1,
-                );
-                tracing::error!(input = %settings.name, queue = %settings.queue_url, error = %e, retry_in_s = error_delay.as_secs(), "ReceiveMessage failed");
-                drop(permits);
-                tokio::select! {
-                    _ = intake.cancelled() => return,
-                    _ = tokio::time::sleep(jitter(error_delay)) => {}
-                }
-                error_delay = (error_delay * 2).min(Duration::from_secs(60));
-                continue;
-            }
-        };
-        metrics::count(
-            "sluice_messages_received_total",
-            "Messages received from SQS",
-            &[("input", &settings.name)],
-            messages.len() as u64,
-        );
-        for message in messages {
-            let Some(permit) = permits.pop() else { break };
-            let ctx = ctx.clone();
-            let hard_stop = hard_stop.clone();
-            tracker.spawn(async move {
-                message::handle(ctx, message, hard_stop).await;
-                drop(permit);
-            });
-        }
-    }
 }

@@ -2,8 +2,9 @@
 //! errors that name the key), `${VAR}` interpolation from the environment in string values, and
 //! a validated [`Settings`] layer with every default applied.
 //!
-//! It reads files and the environment; it opens no socket and touches no spool. Every key and
-//! its default is documented in `docs/relay.md`.
+//! It reads files and the environment; it opens no socket and touches no spool. Every default
+//! is a `DEFAULT_…` constant at the top of this file; every key and its default is documented
+//! in `docs/relay.md` (a test keeps the two in step).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,10 +22,8 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("config key {key}: environment variable {var} is not set")]
-    MissingVar { key: String, var: String },
-    #[error("config key {key}: unterminated ${{ in {value:?}")]
-    BadInterpolation { key: String, value: String },
+    #[error("config key {0}")]
+    Env(#[from] sluice_common::env::InterpolateError),
     #[error("config key {key}: {message}")]
     Invalid { key: String, message: String },
 }
@@ -33,6 +32,155 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaults and bounds: each written once, here; docs/relay.md lists the same values for users,
+// and a test below checks that the two agree.
+// ---------------------------------------------------------------------------------------------
+
+/// `listen.address`: loopback, port 7700.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+/// `listen.shutdown_timeout_secs`: how long requests, then outputs, may take to finish on
+/// SIGTERM, in seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// `limits.max_body_bytes`: compressed body of one POST, 16 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+/// Highest accepted `limits.max_body_bytes`: spool records carry a u32 length, so a body
+/// stays well inside it (below 2 GiB).
+pub const MAX_MAX_BODY: u64 = u32::MAX as u64 / 2;
+/// `limits.max_batch_bytes`: decompressed batch, 64 MiB.
+pub const DEFAULT_MAX_BATCH: u64 = 64 * 1024 * 1024;
+/// `limits.max_event_bytes`: one message, 1 MiB.
+pub const DEFAULT_MAX_EVENT: u64 = 1024 * 1024;
+/// `spool.max_bytes`: total size of the segment files, 1 GiB.
+pub const DEFAULT_SPOOL_MAX: u64 = 1024 * 1024 * 1024;
+/// `spool.segment_bytes`: 16 MiB, or an eighth of `spool.max_bytes` if that is smaller.
+pub const DEFAULT_SEGMENT: u64 = 16 * 1024 * 1024;
+/// Floor of the default `spool.segment_bytes` (reached only by spools under 32 KiB).
+pub const MIN_DEFAULT_SEGMENT: u64 = 4096;
+/// `spool.retry_after_secs`: the `Retry-After` sent with 429 and 503 (at least 1).
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 2;
+/// `spool.keys_window`: idempotency keys remembered.
+pub const DEFAULT_KEYS_WINDOW: usize = 100_000;
+/// `outputs.facility`: 1, "user" (Devo's SDK sends PRI `<14>`).
+pub const DEFAULT_FACILITY: u8 = 1;
+/// Highest syslog facility.
+pub const MAX_FACILITY: u8 = 23;
+/// `outputs.severity`: 6, "info".
+pub const DEFAULT_SEVERITY: u8 = 6;
+/// Highest syslog severity.
+pub const MAX_SEVERITY: u8 = 7;
+/// `outputs.octet_counting`: plain LF-terminated lines.
+pub const DEFAULT_OCTET_COUNTING: bool = false;
+/// `outputs.zip`: Devo's compressed mode is off.
+pub const DEFAULT_ZIP: bool = false;
+/// `outputs.zip_buffer_bytes`: Devo's SDK's buffer size.
+pub const DEFAULT_ZIP_BUFFER: usize = 19_500;
+/// `outputs.tls` of a `relay` output: plain TCP (a `devo` output is always TLS).
+pub const DEFAULT_RELAY_TLS: bool = false;
+/// `outputs.verify_hostname`: the server certificate must name `server_name`.
+pub const DEFAULT_VERIFY_HOSTNAME: bool = true;
+/// `outputs.connections`: connections in an output's pool.
+pub const DEFAULT_CONNECTIONS: usize = 1;
+/// Most `outputs.connections`.
+pub const MAX_CONNECTIONS: usize = 64;
+/// `outputs.connect_timeout_ms`: resolve and connect, in milliseconds.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 30_000;
+/// `outputs.handshake_timeout_ms`: TLS handshake, in milliseconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 30_000;
+/// `outputs.write_timeout_ms`: each write and flush, in milliseconds.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 30_000;
+/// `outputs.close_timeout_ms`: how long the peer may take to answer our close, milliseconds.
+pub const DEFAULT_CLOSE_TIMEOUT_MS: u64 = 5_000;
+/// `outputs.tls_settle_ms`: after a handshake, how long to wait for a late refusal of our
+/// client certificate before writing, in milliseconds.
+pub const DEFAULT_TLS_SETTLE_MS: u64 = 250;
+/// `outputs.idle_reconnect_secs`: a connection idle longer is replaced (Devo's balancer drops
+/// idle connections), in seconds.
+pub const DEFAULT_IDLE_RECONNECT_SECS: u64 = 30;
+/// `outputs.max_connection_age_secs`: a connection older is replaced, in seconds.
+pub const DEFAULT_MAX_CONNECTION_AGE_SECS: u64 = 3600;
+/// `outputs.confirm_bytes`: wire bytes awaiting confirmation that make a connection close and
+/// confirm, 32 MiB (chosen by measurement, BENCHMARKS.md).
+pub const DEFAULT_CONFIRM_BYTES: u64 = 32 * 1024 * 1024;
+/// `outputs.confirm_interval_ms`: age of the oldest unconfirmed write that makes a connection
+/// close and confirm, in milliseconds.
+pub const DEFAULT_CONFIRM_INTERVAL_MS: u64 = 2_000;
+/// `outputs.backoff_initial_ms`: first wait after a failed attempt, in milliseconds.
+pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 500;
+/// `outputs.backoff_max_ms`: cap of the doubling backoff, in milliseconds.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 60_000;
+/// Port of `devo_address` when none is given (Devo's cloud collectors).
+pub const DEVO_PORT: u16 = 443;
+/// Port of a `relay` output's `address` when none is given (the in-house relay's port that
+/// forwards tagged events as they are).
+pub const RELAY_PORT: u16 = 13000;
+
+// ---------------------------------------------------------------------------------------------
+// Which `[[outputs]]` keys each type takes. A test checks that these lists together are exactly
+// the fields of `RawOutput`.
+// ---------------------------------------------------------------------------------------------
+
+/// Keys every output type accepts: name, framing, backoff and rate.
+pub const OUTPUT_COMMON_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "hostname",
+    "facility",
+    "severity",
+    "octet_counting",
+    "zip",
+    "zip_buffer_bytes",
+    "backoff_initial_ms",
+    "backoff_max_ms",
+    "max_events_per_sec",
+    "max_bytes_per_sec",
+    "burst_events",
+    "burst_bytes",
+];
+
+/// Keys of `type = "file"` beyond the common ones.
+pub const FILE_OUTPUT_KEYS: &[&str] = &["path"];
+
+/// Keys of the network types beyond the common ones and their address (`devo_address` for
+/// `devo`, `address` for `relay`). `devo` takes all but `tls`: it is always TLS.
+pub const NET_OUTPUT_KEYS: &[&str] = &[
+    "tls",
+    "chain_filename",
+    "cert_filename",
+    "key_filename",
+    "verify_hostname",
+    "server_name",
+    "connections",
+    "connect_timeout_ms",
+    "handshake_timeout_ms",
+    "write_timeout_ms",
+    "close_timeout_ms",
+    "tls_settle_ms",
+    "idle_reconnect_secs",
+    "max_connection_age_secs",
+    "confirm_bytes",
+    "confirm_interval_ms",
+];
+
+/// The keys `type_name` takes beyond [`OUTPUT_COMMON_KEYS`]; `None` for an unknown type.
+fn type_keys(type_name: &str) -> Option<Vec<&'static str>> {
+    match type_name {
+        "stdout" => Some(vec![]),
+        "file" => Some(FILE_OUTPUT_KEYS.to_vec()),
+        "devo" => Some(
+            std::iter::once("devo_address")
+                .chain(NET_OUTPUT_KEYS.iter().copied().filter(|k| *k != "tls"))
+                .collect(),
+        ),
+        "relay" => Some(
+            std::iter::once("address")
+                .chain(NET_OUTPUT_KEYS.iter().copied())
+                .collect(),
+        ),
+        _ => None,
     }
 }
 
@@ -122,6 +270,54 @@ pub struct RawOutput {
     pub max_bytes_per_sec: Option<u32>,
     pub burst_events: Option<u32>,
     pub burst_bytes: Option<u32>,
+}
+
+impl RawOutput {
+    /// The keys this table sets, in declaration order (every field, by its key).
+    fn keys_set(&self) -> Vec<&'static str> {
+        let o = self;
+        [
+            ("type", o.kind.is_some()),
+            ("name", o.name.is_some()),
+            ("hostname", o.hostname.is_some()),
+            ("facility", o.facility.is_some()),
+            ("severity", o.severity.is_some()),
+            ("octet_counting", o.octet_counting.is_some()),
+            ("zip", o.zip.is_some()),
+            ("zip_buffer_bytes", o.zip_buffer_bytes.is_some()),
+            ("path", o.path.is_some()),
+            ("devo_address", o.devo_address.is_some()),
+            ("address", o.address.is_some()),
+            ("tls", o.tls.is_some()),
+            ("chain_filename", o.chain_filename.is_some()),
+            ("cert_filename", o.cert_filename.is_some()),
+            ("key_filename", o.key_filename.is_some()),
+            ("verify_hostname", o.verify_hostname.is_some()),
+            ("server_name", o.server_name.is_some()),
+            ("connections", o.connections.is_some()),
+            ("connect_timeout_ms", o.connect_timeout_ms.is_some()),
+            ("handshake_timeout_ms", o.handshake_timeout_ms.is_some()),
+            ("write_timeout_ms", o.write_timeout_ms.is_some()),
+            ("close_timeout_ms", o.close_timeout_ms.is_some()),
+            ("tls_settle_ms", o.tls_settle_ms.is_some()),
+            ("idle_reconnect_secs", o.idle_reconnect_secs.is_some()),
+            (
+                "max_connection_age_secs",
+                o.max_connection_age_secs.is_some(),
+            ),
+            ("confirm_bytes", o.confirm_bytes.is_some()),
+            ("confirm_interval_ms", o.confirm_interval_ms.is_some()),
+            ("backoff_initial_ms", o.backoff_initial_ms.is_some()),
+            ("backoff_max_ms", o.backoff_max_ms.is_some()),
+            ("max_events_per_sec", o.max_events_per_sec.is_some()),
+            ("max_bytes_per_sec", o.max_bytes_per_sec.is_some()),
+            ("burst_events", o.burst_events.is_some()),
+            ("burst_bytes", o.burst_bytes.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,19 +458,6 @@ pub struct Settings {
     pub outputs: Vec<OutputSettings>,
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
-pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
-pub const DEFAULT_MAX_BATCH: u64 = 64 * 1024 * 1024;
-pub const DEFAULT_MAX_EVENT: u64 = 1024 * 1024;
-pub const DEFAULT_SPOOL_MAX: u64 = 1024 * 1024 * 1024;
-pub const DEFAULT_SEGMENT: u64 = 16 * 1024 * 1024;
-pub const DEFAULT_KEYS_WINDOW: usize = 100_000;
-pub const DEFAULT_ZIP_BUFFER: usize = 19_500;
-pub const DEFAULT_CONFIRM_BYTES: u64 = 32 * 1024 * 1024;
-pub const DEFAULT_CONFIRM_INTERVAL_MS: u64 = 2_000;
-pub const DEVO_PORT: u16 = 443;
-pub const RELAY_PORT: u16 = 13000;
-
 impl Settings {
     /// Reads, interpolates and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
@@ -296,32 +479,16 @@ impl Settings {
             message,
         };
         let mut value: toml::Value = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-        interpolate(&mut value, "", env)?;
+        sluice_common::env::interpolate_toml(&mut value, env)?;
         let raw = RawConfig::deserialize(value).map_err(|e| parse_err(e.to_string()))?;
         Settings::validate(raw)
     }
 
-    /// Applies defaults and checks ranges.
+    /// Applies defaults and checks ranges, table by table: `[listen]`, `[limits]`, `[spool]`
+    /// (sized against the limits), then each `[[outputs]]`; the first problem is the error.
     pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         let listen = validate_listen(raw.listen)?;
-        let limits = Limits {
-            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
-            max_batch_bytes: raw.limits.max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH),
-            max_event_bytes: raw.limits.max_event_bytes.unwrap_or(DEFAULT_MAX_EVENT),
-        };
-        for (key, v) in [
-            ("limits.max_body_bytes", limits.max_body_bytes),
-            ("limits.max_batch_bytes", limits.max_batch_bytes),
-            ("limits.max_event_bytes", limits.max_event_bytes),
-        ] {
-            if v == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
-        // Records carry a u32 length: keep a body well inside it.
-        if limits.max_body_bytes > u32::MAX as u64 / 2 {
-            return Err(invalid("limits.max_body_bytes", "must be below 2 GiB"));
-        }
+        let limits = validate_limits(&raw.limits)?;
         let spool = validate_spool(raw.spool, &limits)?;
         if raw.outputs.is_empty() {
             return Err(invalid("outputs", "at least one [[outputs]] is required"));
@@ -349,6 +516,7 @@ impl Settings {
     }
 }
 
+/// `[listen]`: `ip:port` or `unix:/path`; an empty token means none.
 fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
     let text = raw.address.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let address = if let Some(p) = text.strip_prefix("unix:") {
@@ -369,10 +537,37 @@ fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
         address,
         address_file: raw.address_file,
         token,
-        shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(30)),
+        shutdown_timeout: Duration::from_secs(
+            raw.shutdown_timeout_secs
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+        ),
     })
 }
 
+/// `[limits]`: each cap at least 1, a body below [`MAX_MAX_BODY`].
+fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+        max_batch_bytes: raw.max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH),
+        max_event_bytes: raw.max_event_bytes.unwrap_or(DEFAULT_MAX_EVENT),
+    };
+    for (key, v) in [
+        ("limits.max_body_bytes", limits.max_body_bytes),
+        ("limits.max_batch_bytes", limits.max_batch_bytes),
+        ("limits.max_event_bytes", limits.max_event_bytes),
+    ] {
+        if v == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    if limits.max_body_bytes > MAX_MAX_BODY {
+        return Err(invalid("limits.max_body_bytes", "must be below 2 GiB"));
+    }
+    Ok(limits)
+}
+
+/// `[spool]`: required with its `dir`; large enough for a few of the largest bodies, and
+/// segments small enough that at least four fit.
 fn validate_spool(raw: Option<RawSpool>, limits: &Limits) -> Result<SpoolSettings, ConfigError> {
     let raw = raw.ok_or_else(|| invalid("spool", "the [spool] table with `dir` is required"))?;
     let dir = raw
@@ -392,7 +587,7 @@ fn validate_spool(raw: Option<RawSpool>, limits: &Limits) -> Result<SpoolSetting
     }
     let segment_bytes = raw
         .segment_bytes
-        .unwrap_or_else(|| DEFAULT_SEGMENT.min(max_bytes / 8).max(4096));
+        .unwrap_or_else(|| DEFAULT_SEGMENT.min(max_bytes / 8).max(MIN_DEFAULT_SEGMENT));
     if segment_bytes == 0 || segment_bytes > max_bytes / 4 {
         return Err(invalid(
             "spool.segment_bytes",
@@ -410,25 +605,12 @@ fn validate_spool(raw: Option<RawSpool>, limits: &Limits) -> Result<SpoolSetting
         dir,
         max_bytes,
         segment_bytes,
-        retry_after_secs: raw.retry_after_secs.unwrap_or(2).max(1),
+        retry_after_secs: raw
+            .retry_after_secs
+            .unwrap_or(DEFAULT_RETRY_AFTER_SECS)
+            .max(1),
         keys_window,
     })
-}
-
-/// The machine's hostname, for the syslog header.
-pub fn machine_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..end]) {
-            if !name.is_empty() {
-                return name.to_string();
-            }
-        }
-    }
-    "localhost".to_string()
 }
 
 /// Splits `host:port` / `[v6]:port` / `host`, adding `default_port` when none is given.
@@ -461,93 +643,93 @@ pub fn with_default_port(address: &str, default_port: u16) -> Result<(String, u1
     }
 }
 
+/// One `[[outputs]]` table (the `i`th): checks run in this order, the first failure is the
+/// error: type, keys the type does not use, framing, the type's own settings, backoff, rate,
+/// name.
 fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError> {
     let key = |k: &str| format!("outputs[{i}].{k}");
     let type_name = o
         .kind
         .clone()
         .ok_or_else(|| invalid(key("type"), "is required (stdout, file, devo or relay)"))?;
-    // Keys each type accepts beyond the common ones (name, framing, backoff, rate).
-    let net_keys: &[&str] = &[
-        "tls",
-        "chain_filename",
-        "cert_filename",
-        "key_filename",
-        "verify_hostname",
-        "server_name",
-        "connections",
-        "connect_timeout_ms",
-        "handshake_timeout_ms",
-        "write_timeout_ms",
-        "close_timeout_ms",
-        "tls_settle_ms",
-        "idle_reconnect_secs",
-        "max_connection_age_secs",
-        "confirm_bytes",
-        "confirm_interval_ms",
-    ];
-    let set: Vec<(&str, bool)> = vec![
-        ("path", o.path.is_some()),
-        ("devo_address", o.devo_address.is_some()),
-        ("address", o.address.is_some()),
-        ("tls", o.tls.is_some()),
-        ("chain_filename", o.chain_filename.is_some()),
-        ("cert_filename", o.cert_filename.is_some()),
-        ("key_filename", o.key_filename.is_some()),
-        ("verify_hostname", o.verify_hostname.is_some()),
-        ("server_name", o.server_name.is_some()),
-        ("connections", o.connections.is_some()),
-        ("connect_timeout_ms", o.connect_timeout_ms.is_some()),
-        ("handshake_timeout_ms", o.handshake_timeout_ms.is_some()),
-        ("write_timeout_ms", o.write_timeout_ms.is_some()),
-        ("close_timeout_ms", o.close_timeout_ms.is_some()),
-        ("tls_settle_ms", o.tls_settle_ms.is_some()),
-        ("idle_reconnect_secs", o.idle_reconnect_secs.is_some()),
-        (
-            "max_connection_age_secs",
-            o.max_connection_age_secs.is_some(),
-        ),
-        ("confirm_bytes", o.confirm_bytes.is_some()),
-        ("confirm_interval_ms", o.confirm_interval_ms.is_some()),
-    ];
-    let allowed: Vec<&str> = match type_name.as_str() {
-        "stdout" => vec![],
-        "file" => vec!["path"],
-        "devo" => {
-            let mut v = vec!["devo_address"];
-            v.extend(net_keys.iter().filter(|k| **k != "tls"));
-            v
-        }
-        "relay" => {
-            let mut v = vec!["address"];
-            v.extend(net_keys);
-            v
-        }
-        other => {
-            return Err(invalid(
-                key("type"),
-                format!("unknown output type {other:?} (stdout, file, devo or relay)"),
-            ))
-        }
+    refuse_keys_of_other_types(&o, &type_name, &key)?;
+    let framing = validate_framing(&o, &key)?;
+    let kind = match type_name.as_str() {
+        "stdout" => OutputKind::Stdout,
+        "file" => OutputKind::File {
+            path: o
+                .path
+                .clone()
+                .ok_or_else(|| invalid(key("path"), "is required for type file"))?,
+        },
+        "devo" | "relay" => OutputKind::Net(Box::new(validate_net(&o, &type_name, &key)?)),
+        _ => unreachable!("type checked above"),
     };
-    for (k, present) in &set {
-        if *present && !allowed.contains(k) {
-            return Err(invalid(
-                key(k),
-                format!("is not used by outputs of type {type_name}"),
-            ));
-        }
+    let (backoff_initial, backoff_max) = validate_backoff(&o, &key)?;
+    let rate = validate_rate(&o, &key)?;
+    let name = o.name.clone().unwrap_or_else(|| type_name.clone());
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(invalid(key("name"), "must be 1 or more of [A-Za-z0-9_.-]"));
     }
+    Ok(OutputSettings {
+        name,
+        type_name,
+        kind,
+        framing,
+        backoff_initial,
+        backoff_max,
+        rate,
+    })
+}
 
-    let facility = o.facility.unwrap_or(1);
-    if facility > 23 {
-        return Err(invalid(key("facility"), "must be 0..=23"));
+/// An unknown `type`, or a key that `type_name` does not use (named, so a misplaced key is an
+/// error rather than silently ignored). `key` names a key of this output for errors.
+fn refuse_keys_of_other_types(
+    o: &RawOutput,
+    type_name: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let allowed = type_keys(type_name).ok_or_else(|| {
+        invalid(
+            key("type"),
+            format!("unknown output type {type_name:?} (stdout, file, devo or relay)"),
+        )
+    })?;
+    let misplaced = o
+        .keys_set()
+        .into_iter()
+        .find(|k| !OUTPUT_COMMON_KEYS.contains(k) && !allowed.contains(k));
+    match misplaced {
+        Some(k) => Err(invalid(
+            key(k),
+            format!("is not used by outputs of type {type_name}"),
+        )),
+        None => Ok(()),
     }
-    let severity = o.severity.unwrap_or(6);
-    if severity > 7 {
-        return Err(invalid(key("severity"), "must be 0..=7"));
+}
+
+/// The syslog framing: facility and severity in range, the zip buffer only with `zip`, a
+/// hostname fit for the header (the machine's by default).
+fn validate_framing(o: &RawOutput, key: &dyn Fn(&str) -> String) -> Result<Framing, ConfigError> {
+    let facility = o.facility.unwrap_or(DEFAULT_FACILITY);
+    if facility > MAX_FACILITY {
+        return Err(invalid(
+            key("facility"),
+            format!("must be 0..={MAX_FACILITY}"),
+        ));
     }
-    let zip = o.zip.unwrap_or(false);
+    let severity = o.severity.unwrap_or(DEFAULT_SEVERITY);
+    if severity > MAX_SEVERITY {
+        return Err(invalid(
+            key("severity"),
+            format!("must be 0..={MAX_SEVERITY}"),
+        ));
+    }
+    let zip = o.zip.unwrap_or(DEFAULT_ZIP);
     if o.zip_buffer_bytes.is_some() && !zip {
         return Err(invalid(key("zip_buffer_bytes"), "needs zip = true"));
     }
@@ -560,7 +742,7 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
     } else {
         None
     };
-    let hostname = match o.hostname {
+    let hostname = match &o.hostname {
         Some(h) => {
             if h.is_empty() || h.bytes().any(|b| b == b' ' || b.is_ascii_control()) {
                 return Err(invalid(
@@ -568,124 +750,154 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
                     "must be non-empty, without spaces or control bytes",
                 ));
             }
-            h
+            h.clone()
         }
-        None => machine_hostname(),
+        None => sluice_common::host::hostname(),
     };
-    let framing = Framing {
+    Ok(Framing {
         hostname,
         facility,
         severity,
-        octet_counting: o.octet_counting.unwrap_or(false),
+        octet_counting: o.octet_counting.unwrap_or(DEFAULT_OCTET_COUNTING),
         zip_buffer,
-    };
+    })
+}
 
-    let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
-    let kind = match type_name.as_str() {
-        "stdout" => OutputKind::Stdout,
-        "file" => OutputKind::File {
-            path: o
-                .path
-                .clone()
-                .ok_or_else(|| invalid(key("path"), "is required for type file"))?,
-        },
-        "devo" | "relay" => {
-            let is_devo = type_name == "devo";
-            let (addr_key, address, default_port) = if is_devo {
-                ("devo_address", o.devo_address.clone(), DEVO_PORT)
-            } else {
-                ("address", o.address.clone(), RELAY_PORT)
-            };
-            let address = address.ok_or_else(|| {
-                invalid(key(addr_key), format!("is required for type {type_name}"))
-            })?;
-            let (host, port) =
-                with_default_port(&address, default_port).map_err(|m| invalid(key(addr_key), m))?;
-            let tls_on = is_devo || o.tls.unwrap_or(false);
-            let tls = if tls_on {
-                let chain_filename = o.chain_filename.clone().ok_or_else(|| {
-                    invalid(key("chain_filename"), "is required (the CA chain to trust)")
-                })?;
-                if is_devo && (o.cert_filename.is_none() || o.key_filename.is_none()) {
-                    return Err(invalid(
-                        key(if o.cert_filename.is_none() {
-                            "cert_filename"
-                        } else {
-                            "key_filename"
-                        }),
-                        "is required: Devo needs a client certificate (mutual TLS)",
-                    ));
-                }
-                if o.cert_filename.is_some() != o.key_filename.is_some() {
-                    return Err(invalid(
-                        key("cert_filename"),
-                        "cert_filename and key_filename go together",
-                    ));
-                }
-                Some(TlsSettings {
-                    chain_filename,
-                    cert_filename: o.cert_filename.clone(),
-                    key_filename: o.key_filename.clone(),
-                    verify_hostname: o.verify_hostname.unwrap_or(true),
-                    server_name: o.server_name.clone().unwrap_or_else(|| host.clone()),
-                })
-            } else {
-                for (k, present) in [
-                    ("chain_filename", o.chain_filename.is_some()),
-                    ("cert_filename", o.cert_filename.is_some()),
-                    ("key_filename", o.key_filename.is_some()),
-                    ("verify_hostname", o.verify_hostname.is_some()),
-                    ("server_name", o.server_name.is_some()),
-                    ("tls_settle_ms", o.tls_settle_ms.is_some()),
-                ] {
-                    if present {
-                        return Err(invalid(key(k), "needs tls = true"));
-                    }
-                }
-                None
-            };
-            let connections = o.connections.unwrap_or(1);
-            if !(1..=64).contains(&connections) {
-                return Err(invalid(key("connections"), "must be 1..=64"));
-            }
-            let confirm_bytes = o.confirm_bytes.unwrap_or(DEFAULT_CONFIRM_BYTES);
-            if confirm_bytes == 0 {
-                return Err(invalid(key("confirm_bytes"), "must be at least 1"));
-            }
-            let confirm_interval = ms(o.confirm_interval_ms, DEFAULT_CONFIRM_INTERVAL_MS);
-            if confirm_interval.is_zero() {
-                return Err(invalid(key("confirm_interval_ms"), "must be at least 1"));
-            }
-            let host_port = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
-            OutputKind::Net(Box::new(NetSettings {
-                address: host_port,
-                tls,
-                connections,
-                connect_timeout: ms(o.connect_timeout_ms, 30_000),
-                handshake_timeout: ms(o.handshake_timeout_ms, 30_000),
-                write_timeout: ms(o.write_timeout_ms, 30_000),
-                close_timeout: ms(o.close_timeout_ms, 5_000),
-                tls_settle: ms(o.tls_settle_ms, 250),
-                idle_reconnect: Duration::from_secs(o.idle_reconnect_secs.unwrap_or(30)),
-                max_connection_age: Duration::from_secs(o.max_connection_age_secs.unwrap_or(3600)),
-                confirm_bytes,
-                confirm_interval,
-            }))
-        }
-        _ => unreachable!("type checked above"),
+/// `ms` milliseconds, `default` when unset.
+fn millis(ms: Option<u64>, default: u64) -> Duration {
+    Duration::from_millis(ms.unwrap_or(default))
+}
+
+/// A `devo` or `relay` output (`type_name`): its address with the type's default port, TLS,
+/// pool size, confirmation triggers and timeouts.
+fn validate_net(
+    o: &RawOutput,
+    type_name: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<NetSettings, ConfigError> {
+    let is_devo = type_name == "devo";
+    let (addr_key, address, default_port) = if is_devo {
+        ("devo_address", o.devo_address.clone(), DEVO_PORT)
+    } else {
+        ("address", o.address.clone(), RELAY_PORT)
     };
-    let backoff_initial = ms(o.backoff_initial_ms, 500);
-    let backoff_max = ms(o.backoff_max_ms, 60_000);
+    let address = address
+        .ok_or_else(|| invalid(key(addr_key), format!("is required for type {type_name}")))?;
+    let (host, port) =
+        with_default_port(&address, default_port).map_err(|m| invalid(key(addr_key), m))?;
+    let tls = validate_tls(o, is_devo, &host, key)?;
+    let connections = o.connections.unwrap_or(DEFAULT_CONNECTIONS);
+    if !(1..=MAX_CONNECTIONS).contains(&connections) {
+        return Err(invalid(
+            key("connections"),
+            format!("must be 1..={MAX_CONNECTIONS}"),
+        ));
+    }
+    let confirm_bytes = o.confirm_bytes.unwrap_or(DEFAULT_CONFIRM_BYTES);
+    if confirm_bytes == 0 {
+        return Err(invalid(key("confirm_bytes"), "must be at least 1"));
+    }
+    let confirm_interval = millis(o.confirm_interval_ms, DEFAULT_CONFIRM_INTERVAL_MS);
+    if confirm_interval.is_zero() {
+        return Err(invalid(key("confirm_interval_ms"), "must be at least 1"));
+    }
+    let host_port = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok(NetSettings {
+        address: host_port,
+        tls,
+        connections,
+        connect_timeout: millis(o.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
+        handshake_timeout: millis(o.handshake_timeout_ms, DEFAULT_HANDSHAKE_TIMEOUT_MS),
+        write_timeout: millis(o.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS),
+        close_timeout: millis(o.close_timeout_ms, DEFAULT_CLOSE_TIMEOUT_MS),
+        tls_settle: millis(o.tls_settle_ms, DEFAULT_TLS_SETTLE_MS),
+        idle_reconnect: Duration::from_secs(
+            o.idle_reconnect_secs.unwrap_or(DEFAULT_IDLE_RECONNECT_SECS),
+        ),
+        max_connection_age: Duration::from_secs(
+            o.max_connection_age_secs
+                .unwrap_or(DEFAULT_MAX_CONNECTION_AGE_SECS),
+        ),
+        confirm_bytes,
+        confirm_interval,
+    })
+}
+
+/// TLS of a network output: always for `devo` (with a client certificate: Devo is mutual
+/// TLS), with `tls = true` for `relay`. Without TLS, every TLS key is refused by name. The
+/// server name defaults to the address's `host`.
+fn validate_tls(
+    o: &RawOutput,
+    is_devo: bool,
+    host: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<TlsSettings>, ConfigError> {
+    if !is_devo && !o.tls.unwrap_or(DEFAULT_RELAY_TLS) {
+        for (k, present) in [
+            ("chain_filename", o.chain_filename.is_some()),
+            ("cert_filename", o.cert_filename.is_some()),
+            ("key_filename", o.key_filename.is_some()),
+            ("verify_hostname", o.verify_hostname.is_some()),
+            ("server_name", o.server_name.is_some()),
+            ("tls_settle_ms", o.tls_settle_ms.is_some()),
+        ] {
+            if present {
+                return Err(invalid(key(k), "needs tls = true"));
+            }
+        }
+        return Ok(None);
+    }
+    let chain_filename = o
+        .chain_filename
+        .clone()
+        .ok_or_else(|| invalid(key("chain_filename"), "is required (the CA chain to trust)"))?;
+    if is_devo && (o.cert_filename.is_none() || o.key_filename.is_none()) {
+        return Err(invalid(
+            key(if o.cert_filename.is_none() {
+                "cert_filename"
+            } else {
+                "key_filename"
+            }),
+            "is required: Devo needs a client certificate (mutual TLS)",
+        ));
+    }
+    if o.cert_filename.is_some() != o.key_filename.is_some() {
+        return Err(invalid(
+            key("cert_filename"),
+            "cert_filename and key_filename go together",
+        ));
+    }
+    Ok(Some(TlsSettings {
+        chain_filename,
+        cert_filename: o.cert_filename.clone(),
+        key_filename: o.key_filename.clone(),
+        verify_hostname: o.verify_hostname.unwrap_or(DEFAULT_VERIFY_HOSTNAME),
+        server_name: o.server_name.clone().unwrap_or_else(|| host.to_string()),
+    }))
+}
+
+/// The retry backoff: a first wait of at least 1 ms, no longer than the cap.
+fn validate_backoff(
+    o: &RawOutput,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(Duration, Duration), ConfigError> {
+    let backoff_initial = millis(o.backoff_initial_ms, DEFAULT_BACKOFF_INITIAL_MS);
+    let backoff_max = millis(o.backoff_max_ms, DEFAULT_BACKOFF_MAX_MS);
     if backoff_initial.is_zero() || backoff_max < backoff_initial {
         return Err(invalid(
             key("backoff_max_ms"),
             "backoff_initial_ms must be >= 1 and <= backoff_max_ms",
         ));
     }
+    Ok((backoff_initial, backoff_max))
+}
+
+/// The rate limits: each at least 1 when set (unset is no limit), a burst only beside its rate.
+fn validate_rate(o: &RawOutput, key: &dyn Fn(&str) -> String) -> Result<RateSettings, ConfigError> {
     for (k, v) in [
         ("max_events_per_sec", o.max_events_per_sec),
         ("max_bytes_per_sec", o.max_bytes_per_sec),
@@ -705,95 +917,18 @@ fn validate_output(o: RawOutput, i: usize) -> Result<OutputSettings, ConfigError
     if o.burst_bytes.is_some() && o.max_bytes_per_sec.is_none() {
         return Err(invalid(key("burst_bytes"), "needs max_bytes_per_sec"));
     }
-    Ok(OutputSettings {
-        name: o.name.clone().unwrap_or_else(|| type_name.clone()),
-        type_name,
-        kind,
-        framing,
-        backoff_initial,
-        backoff_max,
-        rate: RateSettings {
-            max_events_per_sec: o.max_events_per_sec,
-            max_bytes_per_sec: o.max_bytes_per_sec,
-            burst_events: o.burst_events,
-            burst_bytes: o.burst_bytes,
-        },
+    Ok(RateSettings {
+        max_events_per_sec: o.max_events_per_sec,
+        max_bytes_per_sec: o.max_bytes_per_sec,
+        burst_events: o.burst_events,
+        burst_bytes: o.burst_bytes,
     })
-    .and_then(|s| {
-        if s.name.is_empty()
-            || !s
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            Err(invalid(key("name"), "must be 1 or more of [A-Za-z0-9_.-]"))
-        } else {
-            Ok(s)
-        }
-    })
-}
-
-/// Replaces `${VAR}` in every string of `value`; `key` is the dotted path, for errors.
-fn interpolate(
-    value: &mut toml::Value,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(s) if s.contains("${") => {
-            *s = interpolate_str(s, key, env)?;
-        }
-        toml::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{key}[{i}]"), env)?;
-            }
-        }
-        toml::Value::Table(table) => {
-            for (k, item) in table.iter_mut() {
-                let path = if key.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{key}.{k}")
-                };
-                interpolate(item, &path, env)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn interpolate_str(
-    s: &str,
-    key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| ConfigError::BadInterpolation {
-                key: key.to_string(),
-                // The value may hold a secret around the variable: show only its name part.
-                value: format!("${{{}", after.chars().take(40).collect::<String>()),
-            })?;
-        let var = &after[..end];
-        let v = env(var).ok_or_else(|| ConfigError::MissingVar {
-            key: key.to_string(),
-            var: var.to_string(),
-        })?;
-        out.push_str(&v);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Settings, ConfigError> {
@@ -943,6 +1078,210 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("name"), "{e}");
+    }
+
+    #[test]
+    fn output_key_lists_are_exactly_the_fields_of_raw_output() {
+        let fields: BTreeSet<&str> = sluice_common::config::field_names::<RawOutput>()
+            .iter()
+            .copied()
+            .collect();
+        let lists = [
+            OUTPUT_COMMON_KEYS,
+            FILE_OUTPUT_KEYS,
+            NET_OUTPUT_KEYS,
+            &["devo_address", "address"],
+        ];
+        let mut listed = BTreeSet::new();
+        for key in lists.concat() {
+            assert!(listed.insert(key), "`{key}` is listed twice");
+        }
+        assert_eq!(listed, fields);
+        for type_name in ["stdout", "file", "devo", "relay"] {
+            for key in type_keys(type_name).unwrap() {
+                assert!(fields.contains(key), "{type_name}: `{key}`");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_set_names_every_field() {
+        // Each field alone, with the first value of these that its type takes.
+        let samples = [
+            toml::Value::Boolean(true),
+            toml::Value::Integer(1),
+            toml::Value::String("x".into()),
+        ];
+        for field in sluice_common::config::field_names::<RawOutput>() {
+            let raw = samples
+                .iter()
+                .find_map(|v| {
+                    let table = toml::Table::from_iter([(field.to_string(), v.clone())]);
+                    RawOutput::deserialize(toml::Value::Table(table)).ok()
+                })
+                .unwrap_or_else(|| panic!("no sample value fits `{field}`"));
+            assert_eq!(raw.keys_set(), [*field]);
+        }
+        assert!(RawOutput::default().keys_set().is_empty());
+    }
+
+    /// A file of the repository (docs/…, config/…).
+    fn repo_file(relative: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(relative)
+    }
+
+    #[test]
+    fn shipped_example_configs_validate() {
+        let dummy_env = |_: &str| Some("dummy".to_string());
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(repo_file("config")).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            // The other examples are the collector's, checked by its own tests.
+            if !(file.starts_with("relay") && file.ends_with(".toml")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Also with every commented-out setting (`# key = value`) switched on.
+            let uncommented: String = text
+                .lines()
+                .map(|line| match line.strip_prefix("# ") {
+                    Some(rest)
+                        if rest.split_once(" = ").is_some_and(|(k, _)| {
+                            !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        }) =>
+                    {
+                        format!("{rest}\n")
+                    }
+                    _ => format!("{line}\n"),
+                })
+                .collect();
+            for (variant, text) in [("as shipped", &text), ("uncommented", &uncommented)] {
+                if let Err(e) = Settings::from_toml(text, &path, &dummy_env) {
+                    panic!("config/{file} ({variant}): {e}");
+                }
+            }
+            checked.push(file);
+        }
+        assert!(checked.contains(&"relay.toml".to_string()), "{checked:?}");
+    }
+
+    /// The rows of docs/relay.md's table(s) under the heading that starts with `heading`: each
+    /// key (the backticked names of the first cell) with the first word of its default cell,
+    /// backticks and quotes removed.
+    fn documented_defaults(heading: &str) -> std::collections::BTreeMap<String, String> {
+        let doc = std::fs::read_to_string(repo_file("docs/relay.md")).unwrap();
+        let section = doc
+            .split("\n### ")
+            .find(|s| s.starts_with(heading))
+            .unwrap_or_else(|| panic!("docs/relay.md has no section {heading}"));
+        let section = section.split("\n## ").next().unwrap();
+        let mut rows = std::collections::BTreeMap::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let default = cells[2].split_whitespace().next().unwrap_or("");
+            let default = default.trim_matches(|c| c == '`' || c == '"').to_string();
+            for key in cells[1].split('`').skip(1).step_by(2) {
+                rows.insert(key.to_string(), default.clone());
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn docs_list_every_key_with_the_defaults_used_here() {
+        let tables = [
+            (
+                "`[listen]`",
+                sluice_common::config::field_names::<RawListen>(),
+            ),
+            (
+                "`[spool]`",
+                sluice_common::config::field_names::<RawSpool>(),
+            ),
+            (
+                "`[limits]`",
+                sluice_common::config::field_names::<RawLimits>(),
+            ),
+            (
+                "`[[outputs]]`",
+                sluice_common::config::field_names::<RawOutput>(),
+            ),
+        ];
+        for (heading, keys) in tables {
+            let rows = documented_defaults(heading);
+            assert!(!keys.is_empty(), "{heading}");
+            for key in keys {
+                assert!(
+                    rows.contains_key(*key),
+                    "docs/relay.md, {heading}: no `{key}`"
+                );
+            }
+        }
+        let check = |heading: &str, defaults: &[(&str, &dyn ToString)]| {
+            let rows = documented_defaults(heading);
+            for (key, default) in defaults {
+                assert_eq!(
+                    rows[*key],
+                    default.to_string(),
+                    "docs/relay.md, {heading} `{key}`"
+                );
+            }
+        };
+        check(
+            "`[listen]`",
+            &[
+                ("address", &DEFAULT_LISTEN),
+                ("shutdown_timeout_secs", &DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            ],
+        );
+        check(
+            "`[spool]`",
+            &[
+                ("max_bytes", &DEFAULT_SPOOL_MAX),
+                ("retry_after_secs", &DEFAULT_RETRY_AFTER_SECS),
+                ("keys_window", &DEFAULT_KEYS_WINDOW),
+            ],
+        );
+        assert_eq!(
+            documented_defaults("`[spool]`")["segment_bytes"],
+            format!("min({}", DEFAULT_SEGMENT >> 20),
+            "docs/relay.md: the default segment_bytes"
+        );
+        check(
+            "`[limits]`",
+            &[
+                ("max_body_bytes", &DEFAULT_MAX_BODY),
+                ("max_batch_bytes", &DEFAULT_MAX_BATCH),
+                ("max_event_bytes", &DEFAULT_MAX_EVENT),
+            ],
+        );
+        check(
+            "`[[outputs]]`",
+            &[
+                ("facility", &DEFAULT_FACILITY),
+                ("severity", &DEFAULT_SEVERITY),
+                ("octet_counting", &DEFAULT_OCTET_COUNTING),
+                ("zip", &DEFAULT_ZIP),
+                ("zip_buffer_bytes", &DEFAULT_ZIP_BUFFER),
+                ("backoff_initial_ms", &DEFAULT_BACKOFF_INITIAL_MS),
+                ("backoff_max_ms", &DEFAULT_BACKOFF_MAX_MS),
+                ("tls", &DEFAULT_RELAY_TLS),
+                ("verify_hostname", &DEFAULT_VERIFY_HOSTNAME),
+                ("connections", &DEFAULT_CONNECTIONS),
+                ("connect_timeout_ms", &DEFAULT_CONNECT_TIMEOUT_MS),
+                ("handshake_timeout_ms", &DEFAULT_HANDSHAKE_TIMEOUT_MS),
+                ("tls_settle_ms", &DEFAULT_TLS_SETTLE_MS),
+                ("write_timeout_ms", &DEFAULT_WRITE_TIMEOUT_MS),
+                ("close_timeout_ms", &DEFAULT_CLOSE_TIMEOUT_MS),
+                ("confirm_bytes", &DEFAULT_CONFIRM_BYTES),
+                ("confirm_interval_ms", &DEFAULT_CONFIRM_INTERVAL_MS),
+                ("idle_reconnect_secs", &DEFAULT_IDLE_RECONNECT_SECS),
+                ("max_connection_age_secs", &DEFAULT_MAX_CONNECTION_AGE_SECS),
+            ],
+        );
     }
 
     #[test]

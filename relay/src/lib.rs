@@ -15,7 +15,6 @@
 
 pub mod app;
 pub mod batch;
-pub mod cli;
 pub mod client;
 pub mod config;
 pub mod ingest;

@@ -26,7 +26,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    sluice_relay::cli::init_logging("info");
+    sluice_common::cli::init_logging("info");
     let settings = Settings::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let stop = CancellationToken::new();
         let running = app::start(settings, stop.clone()).await?;
-        sluice_relay::cli::shutdown_signal().await;
+        sluice_common::cli::shutdown_signal().await;
         stop.cancel();
         running.wait().await;
         anyhow::Ok(())

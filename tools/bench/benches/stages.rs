@@ -1,7 +1,8 @@
-//! Criterion micro-benchmarks of the hot stages the processor benchmark (`benches/processors.rs`
-//! at the repo root) does not cover, on generated CloudTrail and VPC flow data, one core:
+//! Criterion micro-benchmarks of the hot stages the processor benchmark
+//! (`crates/formats/benches/processors.rs`) does not cover, on generated CloudTrail and VPC flow
+//! data, one core:
 //!
-//! - `decompress`: the collector's decompress stage (`sluice::decompress::open`, gzip by magic)
+//! - `decompress`: the collector's decompress stage (`sluice_formats::decompress::open`, gzip by magic)
 //!   reading a whole object;
 //! - `batch_encode`: `sluice_relay::protocol::BatchEncoder` at gzip levels 0, 1 and 6 (the
 //!   channel's cost in the collector);
@@ -72,8 +73,11 @@ fn stages(c: &mut Criterion) {
         g.bench_function("gzip6_object", |b| {
             b.iter(|| {
                 let input = Box::new(std::io::BufReader::new(&gz[..]));
-                let (_, mut r) =
-                    sluice::decompress::open(input, &sluice::decompress::Hints::default()).unwrap();
+                let (_, mut r) = sluice_formats::decompress::open(
+                    input,
+                    &sluice_formats::decompress::Hints::default(),
+                )
+                .unwrap();
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut n = 0;
                 loop {

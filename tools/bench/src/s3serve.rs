@@ -3,7 +3,7 @@
 //! optional cap on each response's throughput, a model of the per-request bandwidth of real S3
 //! (moto cannot serve this benchmark: it reads the whole object for every ranged GET).
 //!
-//! Used only by `bench-fetch`; the collector's own fetch code (`sluice::fetch`) and the real
+//! Used only by `bench-fetch`; the collector's own fetch code (`sluice::object::fetch`) and the real
 //! AWS SDK are the client.
 
 use std::convert::Infallible;

@@ -1,5 +1,5 @@
 //! `bench-fetch` (issue 5, item 6): download throughput of one 1 GiB object through the
-//! collector's own fetch code (`sluice::fetch::open` + `pump` + the blocking `ChunkReader`,
+//! collector's own fetch code (`sluice::object::fetch::open` + `pump` + the blocking `ChunkReader`,
 //! the real AWS SDK), as one stream against ranged parallel GETs.
 //!
 //! The object server is `sluice_bench::s3serve` on loopback (moto reads the whole object for
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use sluice::fetch::{self, FetchSettings};
+use sluice::object::fetch::{self, FetchSettings};
 use sluice_bench::report::{f, Table};
 use sluice_bench::rng::Rng;
 use sluice_bench::s3serve::{self, Object};
@@ -151,7 +151,7 @@ fn main() -> anyhow::Result<()> {
         server.abort();
     }
     println!(
-        "### Fetch: one {} MiB object through sluice::fetch (best of {}), {}\n",
+        "### Fetch: one {} MiB object through sluice::object::fetch (best of {}), {}\n",
         args.mib,
         args.runs,
         sluice_bench::report::machine()

@@ -1,0 +1,394 @@
+//! JSON processors: `json_lines` / `fdr` (one value per line, re-emitted compact) and
+//! `json` / `cloudtrail` / `extract` (whole documents, streamed).
+//!
+//! Documents: values follow each other with or without whitespace (`}{` works). A top-level
+//! array becomes one event per element. With `expand_field` (`cloudtrail`: `Records`), an object
+//! holding that field becomes one event per element of its array (a non-array value is one
+//! event, `null` none), streamed so that only one element is in memory; an object without the
+//! field is one event (CloudTrail digests, when they are processed). Anything else is one event.
+//! `extract` emits one field of each such record instead of the record.
+//!
+//! Records are sliced and compacted by [`super::json`], never parsed into a value tree.
+//!
+//! A record nested deeper than the scanner's limit (an array element, the value of
+//! `expand_field`, a top-level document) is skipped to its end and counted in
+//! `malformed_records`: the container around it is still well framed, so the records after it
+//! go on. Any other structural error ends the object (crates/formats/docs/formats.md, "Errors").
+
+use std::io::BufRead;
+
+use super::emit::Emitter;
+use super::json::{compact, find_path, JsonFields, JsonReader};
+use super::text::LineReader;
+use super::{ProcessError, ProcessorKind, ProcessorSpec};
+
+/// `json_lines` / `fdr`: each non-blank line compacted; a line that is not one JSON value is
+/// emitted as it is and counted in `malformed_records`.
+pub(crate) fn json_lines(
+    input: &mut dyn BufRead,
+    spec: &ProcessorSpec,
+    out: &mut Emitter<'_>,
+) -> Result<(), ProcessError> {
+    let mut reader = LineReader::new(spec.max_event_bytes);
+    let mut buf = Vec::new();
+    while let Some(line) = reader.next(input)? {
+        out.stats.bytes_in = line.end;
+        let bytes = line.bytes;
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        buf.clear();
+        let compacted = match compact(bytes, &mut buf, usize::MAX) {
+            Ok((n, _)) => bytes[n..].iter().all(|b| b.is_ascii_whitespace()),
+            Err(_) => false,
+        };
+        if compacted {
+            out.json(&buf, line.cut, &JsonFields(&buf))?;
+        } else {
+            if !line.cut {
+                out.stats.malformed_records += 1;
+            }
+            out.text(bytes, line.cut, &JsonFields(bytes))?;
+        }
+    }
+    out.stats.bytes_in = reader.offset;
+    Ok(())
+}
+
+/// Buffers reused across the records of one object.
+struct Docs<'s> {
+    spec: &'s ProcessorSpec,
+    rec: Vec<u8>,
+    text: Vec<u8>,
+}
+
+impl Docs<'_> {
+    /// Emits one record (or its extracted field).
+    fn record(&mut self, rec: &[u8], cut: bool, out: &mut Emitter<'_>) -> Result<(), ProcessError> {
+        if self.spec.kind != ProcessorKind::Extract {
+            return out.json(rec, cut, &JsonFields(rec));
+        }
+        let path = self.spec.extract_field.as_deref().unwrap_or("message");
+        let Some(raw) = find_path(rec, path) else {
+            out.stats.malformed_records += 1;
+            return Ok(());
+        };
+        if raw.first() == Some(&b'"') && raw.len() >= 2 {
+            self.text.clear();
+            super::json::unescape(&raw[1..raw.len() - 1], &mut self.text);
+            let text = std::mem::take(&mut self.text);
+            let r = out.text(&text, false, &JsonFields(rec));
+            self.text = text;
+            r
+        } else if raw == b"null" {
+            out.stats.malformed_records += 1;
+            Ok(())
+        } else {
+            out.json(raw, false, &JsonFields(rec))
+        }
+    }
+}
+
+/// `json`, `cloudtrail`, `extract`: streams documents.
+pub(crate) fn documents(
+    input: &mut dyn BufRead,
+    spec: &ProcessorSpec,
+    out: &mut Emitter<'_>,
+) -> Result<(), ProcessError> {
+    let mut r = JsonReader::new(input);
+    let mut docs = Docs {
+        spec,
+        rec: Vec::new(),
+        text: Vec::new(),
+    };
+    let cap = spec.max_event_bytes;
+    let field = spec
+        .expand_field
+        .as_deref()
+        .map(|f| format!("\"{f}\"").into_bytes());
+    let mut key = Vec::new();
+    let mut doc = Vec::new();
+    loop {
+        out.stats.bytes_in = r.offset;
+        match r.peek()? {
+            None => break,
+            Some(b'[') => {
+                r.bump();
+                array(&mut r, &mut docs, out)?;
+            }
+            Some(b'{') if field.is_some() => {
+                let field = field.as_deref().unwrap_or_default();
+                r.bump();
+                doc.clear();
+                doc.push(b'{');
+                let mut doc_cut = false;
+                let mut found = false;
+                if r.peek()? == Some(b'}') {
+                    r.bump();
+                } else {
+                    loop {
+                        if r.peek()? != Some(b'"') {
+                            return Err(r.error("expected a member name"));
+                        }
+                        key.clear();
+                        r.value(&mut key, true, 4096)?;
+                        r.expect(b':', "expected ':' after a member name")?;
+                        if key == field {
+                            found = true;
+                            match r.peek()? {
+                                Some(b'[') => {
+                                    r.bump();
+                                    array(&mut r, &mut docs, out)?;
+                                }
+                                _ => {
+                                    docs.rec.clear();
+                                    match r.record(&mut docs.rec, cap)? {
+                                        Some(cut) if docs.rec != b"null" => {
+                                            let rec = std::mem::take(&mut docs.rec);
+                                            let res = docs.record(&rec, cut, out);
+                                            docs.rec = rec;
+                                            res?;
+                                        }
+                                        Some(_) => {}
+                                        None => out.stats.malformed_records += 1,
+                                    }
+                                }
+                            }
+                        } else if found {
+                            r.value(&mut doc, false, 0)?;
+                        } else {
+                            // Kept in case the field never comes: then the object is the event.
+                            if doc.len() > 1 {
+                                doc_cut |= push_capped(&mut doc, b",", cap);
+                            }
+                            doc_cut |= push_capped(&mut doc, &key, cap);
+                            doc_cut |= push_capped(&mut doc, b":", cap);
+                            doc_cut |= r.value(&mut doc, true, cap)?;
+                        }
+                        match r.peek()? {
+                            Some(b',') => r.bump(),
+                            Some(b'}') => {
+                                r.bump();
+                                break;
+                            }
+                            _ => return Err(r.error("expected ',' or '}' in an object")),
+                        }
+                    }
+                }
+                if !found {
+                    doc_cut |= push_capped(&mut doc, b"}", cap);
+                    docs.record(&doc, doc_cut, out)?;
+                }
+            }
+            Some(_) => {
+                docs.rec.clear();
+                let Some(cut) = r.record(&mut docs.rec, cap)? else {
+                    out.stats.malformed_records += 1;
+                    continue;
+                };
+                let rec = std::mem::take(&mut docs.rec);
+                let res = docs.record(&rec, cut, out);
+                docs.rec = rec;
+                res?;
+            }
+        }
+    }
+    out.stats.bytes_in = r.offset;
+    Ok(())
+}
+
+/// Appends what fits under `cap`; true when something was left out.
+fn push_capped(out: &mut Vec<u8>, add: &[u8], cap: usize) -> bool {
+    let room = cap.saturating_sub(out.len());
+    let n = room.min(add.len());
+    out.extend_from_slice(&add[..n]);
+    n < add.len()
+}
+
+/// Emits each element of an array whose `[` was consumed, through its `]`.
+fn array(
+    r: &mut JsonReader<'_>,
+    docs: &mut Docs<'_>,
+    out: &mut Emitter<'_>,
+) -> Result<(), ProcessError> {
+    let cap = docs.spec.max_event_bytes;
+    let mut rec = std::mem::take(&mut docs.rec);
+    let result = (|| {
+        if r.peek()? == Some(b']') {
+            r.bump();
+            return Ok(());
+        }
+        loop {
+            rec.clear();
+            let record = r.record(&mut rec, cap)?;
+            out.stats.bytes_in = r.offset;
+            match record {
+                Some(cut) => docs.record(&rec, cut, out)?,
+                // Too deep: skipped to its end; the array goes on.
+                None => out.stats.malformed_records += 1,
+            }
+            match r.peek()? {
+                Some(b',') => r.bump(),
+                Some(b']') => {
+                    r.bump();
+                    return Ok(());
+                }
+                _ => return Err(r.error("expected ',' or ']' in an array")),
+            }
+        }
+    })();
+    docs.rec = rec;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{Oversize, ProcessError, ProcessorKind, ProcessorSpec};
+
+    fn cloudtrail() -> ProcessorSpec {
+        let mut spec = ProcessorSpec::new(ProcessorKind::Cloudtrail);
+        spec.expand_field = Some("Records".into());
+        spec
+    }
+
+    #[test]
+    fn cloudtrail_records_pretty_printed() {
+        let doc = b"{\n  \"Records\": [\n    {\n      \"eventVersion\": \"1.08\",\n      \"awsRegion\": \"us-east-1\",\n      \"a b\": [1, 2]\n    },\n    { \"eventVersion\" : \"1.09\" }\n  ]\n}\n";
+        let (stats, msgs) = run(doc, &cloudtrail());
+        assert_eq!(
+            msgs,
+            vec![
+                r#"{"eventVersion":"1.08","awsRegion":"us-east-1","a b":[1,2]}"#,
+                r#"{"eventVersion":"1.09"}"#
+            ]
+        );
+        assert_eq!((stats.events, stats.bytes_in), (2, doc.len() as u64));
+    }
+
+    #[test]
+    fn cloudtrail_concatenated_empty_and_without_records() {
+        let doc = br#"{"Records":[{"a":1}]}{"Records":[]}{"x":"y","Records":null}{"digestPublicKeyFingerprint":"f","logFiles":[]}"#;
+        let (_, msgs) = run(doc, &cloudtrail());
+        assert_eq!(
+            msgs,
+            vec![
+                r#"{"a":1}"#,
+                r#"{"digestPublicKeyFingerprint":"f","logFiles":[]}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn cloudtrail_tag_template_from_fields() {
+        let spec = cloudtrail()
+            .with_tag("cloud.aws.cloudtrail.events.{recipientAccountId|none}.{awsRegion}");
+        let doc = br#"{"Records":[{"awsRegion":"eu-west-1","recipientAccountId":"123"},{"x":1}]}"#;
+        let (r, sink) = run_key(doc, &spec, "k");
+        r.unwrap();
+        assert_eq!(
+            sink.tags(),
+            vec![
+                "cloud.aws.cloudtrail.events.123.eu-west-1",
+                "cloud.aws.cloudtrail.events.none.unknown"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_top_level_array_and_field() {
+        let spec = ProcessorSpec::new(ProcessorKind::Json);
+        let (_, msgs) = run(b"[1, {\"a\" : 2}]\n{\"b\":3}", &spec);
+        assert_eq!(msgs, vec!["1", r#"{"a":2}"#, r#"{"b":3}"#]);
+        let mut spec = ProcessorSpec::new(ProcessorKind::Json);
+        spec.expand_field = Some("configurationItems".into());
+        let (_, msgs) = run(
+            br#"{"fileVersion":"1.0","configSnapshotId":"x","configurationItems":[{"i":1},{"i":2}]}"#,
+            &spec,
+        );
+        assert_eq!(msgs, vec![r#"{"i":1}"#, r#"{"i":2}"#]);
+    }
+
+    #[test]
+    fn json_records_over_the_cap() {
+        let mut spec = cloudtrail();
+        spec.max_event_bytes = 8;
+        let (stats, msgs) = run(br#"{"Records":[{"a":"0123456789"},{"b":1}]}"#, &spec);
+        assert_eq!(msgs, vec![r#"{"a":"01"#, r#"{"b":1}"#]);
+        assert_eq!(stats.truncated, 1);
+        spec.oversize = Oversize::Drop;
+        let (stats, msgs) = run(br#"{"Records":[{"a":"0123456789"},{"b":1}]}"#, &spec);
+        assert_eq!(msgs, vec![r#"{"b":1}"#]);
+        assert_eq!(stats.dropped, 1);
+    }
+
+    #[test]
+    fn truncated_documents_fail_with_an_offset() {
+        let (r, sink) = run_key(br#"{"Records":[{"a":1},{"b":"#, &cloudtrail(), "k");
+        assert_eq!(sink.0.len(), 1, "records before the damage are emitted");
+        match r {
+            Err(ProcessError::Json { offset, .. }) => assert_eq!(offset, 25),
+            other => panic!("{other:?}"),
+        }
+        let (r, _) = run_key(b"{\"Records\":[{}}", &cloudtrail(), "k");
+        assert!(matches!(r, Err(ProcessError::Json { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_too_deep_record_is_skipped_and_the_others_kept() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let doc = format!(
+            r#"{{"Records":[{{"a":1}},{{"deep":{deep}}},{{"b":2}}]}}{deep}{{"Records":{deep}}}[{{"c":3}}]"#
+        );
+        let (stats, msgs) = run(doc.as_bytes(), &cloudtrail());
+        assert_eq!(msgs, vec![r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
+        assert_eq!(stats.malformed_records, 3);
+        assert_eq!(stats.bytes_in, doc.len() as u64);
+        // Not closed: the stream is broken, the records before stay emitted.
+        let (r, sink) = run_key(
+            format!(r#"{{"Records":[{{"a":1}},{}"#, "[".repeat(200)).as_bytes(),
+            &cloudtrail(),
+            "k",
+        );
+        assert!(matches!(r, Err(ProcessError::Json { .. })), "{r:?}");
+        assert_eq!(sink.messages(), vec![r#"{"a":1}"#]);
+    }
+
+    #[test]
+    fn json_lines_compacts_and_keeps_bad_lines() {
+        let spec = ProcessorSpec::new(ProcessorKind::JsonLines);
+        let (stats, msgs) = run(
+            b"{ \"a\": 1 }\n\n  \nnot json\n{\"b\":\"x\\ny\"}\r\n",
+            &spec,
+        );
+        assert_eq!(msgs, vec![r#"{"a":1}"#, "not json", r#"{"b":"x\ny"}"#]);
+        assert_eq!(stats.malformed_records, 1);
+    }
+
+    #[test]
+    fn extract_emits_one_field() {
+        let mut spec = ProcessorSpec::new(ProcessorKind::Extract);
+        spec.extract_field = Some("detail.msg".into());
+        let (stats, msgs) = run(
+            br#"{"detail":{"msg":"line1\nline2 \u00e9"}}{"detail":{"msg":{"k":1}}}{"other":1}"#,
+            &spec,
+        );
+        assert_eq!(msgs, vec!["line1\\nline2 é", r#"{"k":1}"#]);
+        assert_eq!((stats.malformed_records, stats.escaped_newlines), (1, 1));
+        spec.expand_field = Some("Records".into());
+        let (_, msgs) = run(br#"{"Records":[{"detail":{"msg":"a"}}]}"#, &spec);
+        assert_eq!(msgs, vec!["a"]);
+    }
+
+    #[test]
+    fn a_huge_record_streams_with_bounded_memory() {
+        // 3 MiB record in a document: capped to 1 MiB while reading.
+        let mut doc = br#"{"Records":[{"big":""#.to_vec();
+        doc.extend(std::iter::repeat_n(b'x', 3 << 20));
+        doc.extend_from_slice(br#""},{"small":1}]}"#);
+        let (stats, msgs) = run(&doc, &cloudtrail());
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].len(), 1 << 20);
+        assert_eq!(stats.truncated, 1);
+    }
+}
