@@ -1,7 +1,7 @@
 //! Message fate without an emulator: [`MemoryQueue`] for the queue and a scripted [`Work`]
 //! for the objects, on tokio's paused clock, so every rule of `fate` (heartbeat, delete only
 //! when all is confirmed, retry backoff, poison, missing objects, shutdown, ack_messages,
-//! direct mode, debug_md5) is checked in milliseconds. The moto tests (tests/fate.rs) check
+//! direct mode, debug_md5) is checked in milliseconds. The moto tests (tests/e2e/fate.rs) check
 //! the same rules end to end against the real SDK.
 
 use std::collections::HashMap;
