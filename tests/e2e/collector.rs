@@ -284,14 +284,7 @@ sqs_wait_timeout = 1
         r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{}"}},"object":{{"key":"once.log"}}}}}}]}}"#,
         wired.bucket
     );
-    wired
-        .sqs
-        .send_message()
-        .queue_url(&wired.queue_url)
-        .message_body(body)
-        .send()
-        .await
-        .unwrap();
+    wired.send(&body).await;
     let skipped = wait_for(Duration::from_secs(30), || {
         !collector.stderr.matching(&["already delivered"]).is_empty()
     })

@@ -329,35 +329,23 @@ async fn full_spool_pushes_back_to_the_collector_then_everything_flows() {
     );
 
     // The downstream comes up: the spool drains, the collector's retries go through.
-    let listener = std::net::TcpListener::bind(("127.0.0.1", downstream)).unwrap();
-    let received = Lines::default();
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let sink = sink.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    sink.push(line);
-                }
-            });
-        }
-    });
+    let receiver = Receiver::start(&format!("127.0.0.1:{downstream}"), None);
     let expected = 3 * 1500;
     let all = wait_for(Duration::from_secs(120), || {
-        let mut seen: Vec<String> = received
-            .snapshot()
+        let mut seen: Vec<String> = receiver
+            .lines()
             .iter()
-            .filter_map(|l| parse_devo_line(l).map(|(_, _, m)| m.to_string()))
+            .filter_map(|l| {
+                let line = String::from_utf8_lossy(l);
+                parse_devo_line(line.trim_end()).map(|(_, _, m)| m.to_string())
+            })
             .collect();
         seen.sort();
         seen.dedup();
         seen.len() >= expected
     })
     .await;
-    assert!(all, "only {} lines downstream", received.snapshot().len());
+    assert!(all, "only {} lines downstream", receiver.lines().len());
     assert!(
         wired.wait_empty(Duration::from_secs(20)).await,
         "queue not empty: {:?}",
