@@ -553,4 +553,33 @@ mod tests {
         assert_eq!(form_encode("a b+c/~"), "a%20b%2Bc%2F~");
         assert_eq!(xml_text("<a><b>x</b></a>", "b").as_deref(), Some("x"));
     }
+
+    /// The kit's own moto round: wire, upload, see the notification, reset, wire again.
+    #[tokio::test]
+    async fn wire_put_reset() {
+        let moto = Moto::start();
+        let wired = wire(&moto, "kit-round").await;
+        wired.put("a.log", b"one\n".to_vec()).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Peeking hides nothing; moto's s3:TestEvent may come first.
+            let bodies = wired.peek().await;
+            if bodies.iter().any(|m| m.contains("a.log")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ObjectCreated for a.log: {bodies:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        moto.reset();
+        assert!(
+            wired.try_depth().await.is_err(),
+            "the queue outlived the reset"
+        );
+        let again = wire(&moto, "kit-round").await;
+        let (visible, in_flight) = again.depth().await;
+        assert!(visible <= 1 && in_flight == 0, "{visible} {in_flight}");
+    }
 }
