@@ -342,7 +342,7 @@ impl Settings {
     }
 
     fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
-        sluice_relay::client::Endpoint::parse(&raw.relay.url)
+        sluice_channel::client::Endpoint::parse(&raw.relay.url)
             .map_err(|e| invalid("relay.url", e.to_string()))?;
         let batch = BatchSettings {
             max_events: raw.batch.max_events.unwrap_or(10_000).max(1),
@@ -368,8 +368,7 @@ impl Settings {
                 .take(64)
                 .collect(),
         };
-        if collector_id.len() > 64
-            || !sluice_relay::protocol::validate_idempotency_key(&collector_id)
+        if collector_id.len() > 64 || !sluice_channel::wire::validate_idempotency_key(&collector_id)
         {
             return Err(invalid(
                 "collector.id",
@@ -732,7 +731,7 @@ tag = "cloud.aws.cloudtrail.events"
     #[test]
     fn limits_lower_what_is_safe_to_lower_and_refuse_what_never_fits() {
         use crate::limits::Agreed;
-        use sluice_relay::protocol::ChannelLimits;
+        use sluice_channel::limits::ChannelLimits;
         let text = format!(
             "{MINIMAL}max_event_bytes = 2000000\n[[inputs.selectors]]\nkey = 'x'\nmax_event_bytes = 10\n\
              [batch]\nmax_bytes = 900000000\n"

@@ -555,7 +555,7 @@ async fn send_md5(
             .map(|o| serde_json::json!({"bucket": o.bucket, "key": o.key}))
             .collect::<Vec<_>>(),
     });
-    let mut encoder = sluice_relay::protocol::BatchEncoder::new(job.batch.compression_level);
+    let mut encoder = sluice_channel::encode::BatchEncoder::new(job.batch.compression_level);
     encoder.push(MD5_TAG, event.to_string().as_bytes());
     if job.do_not_send {
         return Ok(());

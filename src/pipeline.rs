@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use sluice_relay::client::ChannelClient;
+use sluice_channel::client::ChannelClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,7 +25,7 @@ use crate::metrics;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("relay: {0}")]
-    Relay(#[from] sluice_relay::client::ClientError),
+    Relay(#[from] sluice_channel::client::ClientError),
     #[error("relay limits: {0}")]
     Limits(#[from] crate::limits::NoRoom),
     #[error(transparent)]
@@ -135,7 +135,7 @@ async fn agree_limits(
     shutdown: &CancellationToken,
 ) -> Result<bool, StartError> {
     let relay = if settings.inputs.iter().all(|i| i.do_not_send) {
-        sluice_relay::protocol::ChannelLimits::V1_DEFAULTS
+        sluice_channel::limits::ChannelLimits::V1_DEFAULTS
     } else {
         match forwarder.fetch_limits(shutdown).await {
             None => return Ok(false),

@@ -18,17 +18,18 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use sluice_channel::decode::{self, BatchError, DecodeLimits};
+use sluice_channel::limits::ChannelLimits;
+use sluice_channel::wire::{
+    validate_idempotency_key, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER, LIMITS_PATH,
+    MAX_TAG_BYTES,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{self, BatchError, DecodeLimits};
 use crate::config::{Limits, ListenAddress};
 use crate::metrics::{Metrics, Refusal};
-use crate::protocol::{
-    validate_idempotency_key, ChannelLimits, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER,
-    LIMITS_PATH, MAX_TAG_BYTES,
-};
 use crate::spool::{AppendError, Appended, Spool};
 
 /// Errors of the listener itself (not of a request).
@@ -280,7 +281,7 @@ impl State {
         // Inflating and checking is CPU work: keep it off the I/O threads.
         let checked = {
             let body = body.clone();
-            tokio::task::spawn_blocking(move || batch::check(&body, limits)).await
+            tokio::task::spawn_blocking(move || decode::check(&body, limits)).await
         };
         let checked = match checked {
             Ok(Ok(c)) => c,
@@ -522,8 +523,8 @@ async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: Cancellation
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ChannelClient;
     use crate::config::{Settings, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_EVENT};
+    use sluice_channel::client::ChannelClient;
 
     /// A whole relay in this process on 127.0.0.1:0 requiring a token, `limits` as its
     /// `[limits]` table.

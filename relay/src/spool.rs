@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::SpoolSettings;
 use crate::metrics::Metrics;
-use crate::protocol::MAX_KEY_BYTES;
+use sluice_channel::wire::MAX_KEY_BYTES;
 
 const MAGIC: &[u8; 4] = b"SLR1";
 const HEADER: usize = 12;
@@ -270,7 +270,7 @@ fn parse_key_line(text: &str) -> Option<(String, u64, Option<Position>)> {
         }),
         _ => return None,
     };
-    if it.next().is_some() || !crate::protocol::validate_idempotency_key(key) {
+    if it.next().is_some() || !sluice_channel::wire::validate_idempotency_key(key) {
         return None;
     }
     Some((key.to_string(), events, loc))
@@ -426,7 +426,7 @@ fn parse_prefix(p: &[u8], len: u64) -> Result<(String, u64, usize), String> {
     }
     let key = std::str::from_utf8(&p[1..1 + klen])
         .ok()
-        .filter(|k| crate::protocol::validate_idempotency_key(k))
+        .filter(|k| sluice_channel::wire::validate_idempotency_key(k))
         .ok_or("record key is not a valid idempotency key")?;
     let mut ev = [0u8; 8];
     ev.copy_from_slice(&p[1 + klen..1 + klen + 8]);

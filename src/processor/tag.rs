@@ -262,7 +262,7 @@ impl BoundTag {
                 // Twelve values of 64 bytes can outgrow the channel's tag limit; the relay
                 // would refuse the whole batch. Cut at the limit (tags are ASCII), never
                 // leaving an empty last level.
-                let max = sluice_relay::protocol::MAX_TAG_BYTES;
+                let max = sluice_channel::wire::MAX_TAG_BYTES;
                 if out.len() > max {
                     out.truncate(max);
                     while out.ends_with('.') {

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::batch::{BatchError, DecodeLimits, LineDecoder};
 use crate::config::Framing;
+use sluice_channel::decode::{BatchError, DecodeLimits, LineDecoder};
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -177,7 +177,7 @@ fn gzip_member(data: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::BatchEncoder;
+    use sluice_channel::encode::BatchEncoder;
     use std::io::Read;
 
     fn framing() -> Framing {
