@@ -49,7 +49,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::SpoolSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{Event, Metrics, SegmentLoss};
 use sluice_channel::wire::MAX_KEY_BYTES;
 
 const MAGIC: &[u8; 4] = b"SLR1";
@@ -67,14 +67,12 @@ const MAX_PREFIX: usize = 1 + u8::MAX as usize + 8;
 const GROUP_BYTES: usize = 8 * 1024 * 1024;
 /// Window of the verifying scanner (start-up, resynchronisation).
 const SCAN_WINDOW: usize = 1 << 20;
-/// Forgotten keys logged one per line per event; the rest are counted in the summary line.
-const LOG_KEYS: usize = 100;
 
 /// A place in the log: segment number and byte offset inside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub struct Position {
-    pub segment: u64,
-    pub offset: u64,
+pub(crate) struct Position {
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
 }
 
 impl std::fmt::Display for Position {
@@ -138,8 +136,8 @@ pub struct StoredBatch {
     pub key: String,
     pub events: u64,
     pub body: Bytes,
-    pub start: Position,
-    pub end: Position,
+    /// Where the next record starts: what an output acknowledges once it delivered this one.
+    pub(crate) end: Position,
 }
 
 enum Cmd {
@@ -325,56 +323,10 @@ impl Shared {
     /// read back), logs them and counts them; returns how many.
     fn forget_keys(&self, why: &str, pred: impl Fn(Position) -> bool) -> usize {
         let gone = lock(&self.keys).forget(pred);
-        log_forgotten(&self.metrics, why, &gone);
+        self.metrics
+            .record(Event::KeysForgotten { why, gone: &gone });
         gone.len()
     }
-}
-
-/// Logs forgotten keys (the first [`LOG_KEYS`] one per line) and counts them.
-fn log_forgotten(metrics: &Metrics, why: &str, gone: &[(String, u64, Position)]) {
-    if gone.is_empty() {
-        return;
-    }
-    metrics.spool_keys_forgotten.add(gone.len() as u64);
-    for (key, events, loc) in gone.iter().take(LOG_KEYS) {
-        tracing::warn!(
-            key = %key,
-            events,
-            segment = loc.segment,
-            offset = loc.offset,
-            why,
-            "spool: idempotency key forgotten (its batch is lost; a resend will be stored again)"
-        );
-    }
-    tracing::warn!(
-        forgotten = gone.len(),
-        not_listed = gone.len().saturating_sub(LOG_KEYS),
-        why,
-        "spool: idempotency keys forgotten"
-    );
-}
-
-/// Logs and counts one skipped range of a segment.
-fn report_skipped(
-    metrics: &Metrics,
-    path: &Path,
-    segment: u64,
-    range: (u64, u64),
-    reason: &str,
-    what: &str,
-) {
-    metrics.spool_corrupt_records.inc();
-    metrics.spool_skipped_ranges.inc();
-    metrics.spool_skipped_bytes.add(range.1 - range.0);
-    tracing::error!(
-        segment,
-        path = %path.display(),
-        start = range.0,
-        end = range.1,
-        bytes = range.1 - range.0,
-        reason,
-        "spool: {what}"
-    );
 }
 
 /// The spool's handle. Cheap to clone.
@@ -678,14 +630,13 @@ fn recover_segment(
         if last && end == len {
             // Only the tail after the last valid record is cut: a crash mid-write leaves a
             // torn record there that was never answered 200.
-            report_skipped(
-                metrics,
-                &path,
-                id,
-                (offset, end),
-                &reason,
-                "torn or corrupt tail of the last segment, cut off",
-            );
+            metrics.record(Event::SkippedRange {
+                path: &path,
+                segment: id,
+                range: (offset, end),
+                reason: &reason,
+                what: "torn or corrupt tail of the last segment, cut off",
+            });
             let f = OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -694,14 +645,13 @@ fn recover_segment(
             f.sync_all().map_err(io_err(&path))?;
             return Ok(offset);
         }
-        report_skipped(
-            metrics,
-            &path,
-            id,
-            (offset, end),
-            &reason,
-            "corrupt bytes skipped; reading resumes at the next valid record",
-        );
+        metrics.record(Event::SkippedRange {
+            path: &path,
+            segment: id,
+            range: (offset, end),
+            reason: &reason,
+            what: "corrupt bytes skipped; reading resumes at the next valid record",
+        });
         out.bad.insert((id, offset), end);
         offset = end;
     }
@@ -818,7 +768,10 @@ fn build_window(
     let mut gone: Vec<(String, u64, Position)> =
         lost.into_iter().map(|(k, (e, l))| (k, e, l)).collect();
     gone.sort_by_key(|g| g.2);
-    log_forgotten(metrics, "record unreadable or missing at start", &gone);
+    metrics.record(Event::KeysForgotten {
+        why: "record unreadable or missing at start",
+        gone: &gone,
+    });
     (window, !gone.is_empty())
 }
 
@@ -830,12 +783,10 @@ fn report_missing_segments(segments: &BTreeMap<u64, u64>, min_cursor: Position, 
     };
     for id in min_cursor.segment + 1..newest {
         if !segments.contains_key(&id) {
-            metrics.spool_lost_segments.inc();
-            tracing::error!(
-                segment = id,
-                "spool: segment missing at start although not every output delivered it; its \
-                 batches are lost"
-            );
+            metrics.record(Event::SegmentLost {
+                segment: id,
+                how: SegmentLoss::MissingAtStart,
+            });
         }
     }
 }
@@ -972,22 +923,22 @@ impl Spool {
     }
 
     /// The events stored under `key`, when the key is in the window.
-    pub fn lookup(&self, key: &str) -> Option<u64> {
+    pub(crate) fn lookup(&self, key: &str) -> Option<u64> {
         lock(&self.shared.keys).get(key)
     }
 
     /// Bytes on disk in segments.
-    pub fn used_bytes(&self) -> u64 {
+    pub(crate) fn used_bytes(&self) -> u64 {
         self.shared.used.load(Ordering::Relaxed)
     }
 
     /// True while a batch of `bytes` would be taken.
-    pub fn has_room(&self, bytes: u64) -> bool {
+    pub(crate) fn has_room(&self, bytes: u64) -> bool {
         self.used_bytes() + bytes + RECORD_OVERHEAD <= self.shared.settings.max_bytes
     }
 
     /// Seconds a refused producer should wait.
-    pub fn retry_after_secs(&self) -> u64 {
+    pub(crate) fn retry_after_secs(&self) -> u64 {
         self.shared.settings.retry_after_secs
     }
 
@@ -1036,14 +987,14 @@ impl Spool {
 
 /// Tells the spool how far an output has delivered. Cheap to clone.
 #[derive(Clone)]
-pub struct Acker {
+pub(crate) struct Acker {
     name: String,
     tx: mpsc::UnboundedSender<Cmd>,
 }
 
 impl Acker {
     /// Everything before `pos` was delivered: persist the cursor, free what no output needs.
-    pub fn ack(&self, pos: Position) {
+    pub(crate) fn ack(&self, pos: Position) {
         let _ = self.tx.send(Cmd::Ack {
             name: self.name.clone(),
             pos,
@@ -1156,12 +1107,12 @@ pub struct SpoolReader {
 
 impl SpoolReader {
     /// The acker that moves this output's persisted cursor.
-    pub fn acker(&self) -> Acker {
+    pub(crate) fn acker(&self) -> Acker {
         self.acker.clone()
     }
 
     /// Where the next read starts.
-    pub fn position(&self) -> Position {
+    pub(crate) fn position(&self) -> Position {
         self.pos
     }
 
@@ -1266,7 +1217,6 @@ impl SpoolReader {
                     key,
                     events,
                     body,
-                    start,
                     end: self.pos,
                 })
             }
@@ -1294,14 +1244,13 @@ impl SpoolReader {
         };
         if self.shared.register_bad(at.segment, at.offset, end) {
             let path = segment_path(&self.shared.dir, at.segment);
-            report_skipped(
-                &self.shared.metrics,
-                &path,
-                at.segment,
-                (at.offset, end),
-                &reason,
-                "corrupt bytes skipped by a reader; reading resumes at the next valid record",
-            );
+            self.shared.metrics.record(Event::SkippedRange {
+                path: &path,
+                segment: at.segment,
+                range: (at.offset, end),
+                reason: &reason,
+                what: "corrupt bytes skipped by a reader; reading resumes at the next valid record",
+            });
             let n = self.shared.forget_keys("record in a corrupt range", |l| {
                 l.segment == at.segment && (at.offset..end).contains(&l.offset)
             });
@@ -1477,7 +1426,7 @@ impl Writer {
             }
             let used = self.shared.used.load(Ordering::Relaxed);
             if used + (self.active_size - start_size) + size > max {
-                self.shared.metrics.spool_full_events.inc();
+                self.shared.metrics.record(Event::SpoolFull);
                 let _ = reply.send(Err(AppendError::Full {
                     retry_after_secs: self.shared.settings.retry_after_secs,
                 }));
@@ -1640,14 +1589,13 @@ impl Writer {
         }
         lock(&self.shared.bad).retain(|(s, _), _| *s != id);
         self.release(size);
-        self.shared.metrics.spool_lost_segments.inc();
-        tracing::error!(
-            segment = id,
-            path = %segment_path(&self.shared.dir, id).display(),
-            bytes = size,
-            "spool: segment vanished while the relay ran; its undelivered batches are lost, \
-             readers go on with the next segment"
-        );
+        self.shared.metrics.record(Event::SegmentLost {
+            segment: id,
+            how: SegmentLoss::Vanished {
+                path: &segment_path(&self.shared.dir, id),
+                bytes: size,
+            },
+        });
         if self
             .shared
             .forget_keys("segment vanished", |l| l.segment == id)
@@ -1684,15 +1632,14 @@ impl Writer {
             }
         }
         self.release(known - len);
-        self.shared.metrics.spool_lost_segments.inc();
-        tracing::error!(
-            segment = id,
-            path = %segment_path(&self.shared.dir, id).display(),
-            durable_end = known,
-            file_size = len,
-            "spool: segment truncated below its durable end while the relay ran; the batches \
-             past its end are lost"
-        );
+        self.shared.metrics.record(Event::SegmentLost {
+            segment: id,
+            how: SegmentLoss::Truncated {
+                path: &segment_path(&self.shared.dir, id),
+                durable_end: known,
+                file_size: len,
+            },
+        });
         if self
             .shared
             .forget_keys("segment truncated", |l| l.segment == id && l.offset >= len)
@@ -2382,7 +2329,7 @@ mod tests {
         let mut ra = spool.reader("a");
         let waiting = tokio::spawn(async move {
             let b = next(&mut ra).await;
-            (b.key, b.start)
+            (b.key, b.end.segment)
         });
         wait_for("the loss is settled", || {
             metrics.spool_lost_segments.get() == 1
@@ -2394,10 +2341,8 @@ mod tests {
             waiting.await.unwrap(),
             (
                 "x0".to_string(),
-                Position {
-                    segment: 2,
-                    offset: 0
-                }
+                // The first record of the new segment 2.
+                2
             )
         );
         // The writer itself notices its active file gone before the next group.
