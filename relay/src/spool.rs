@@ -791,6 +791,41 @@ fn report_missing_segments(segments: &BTreeMap<u64, u64>, min_cursor: Position, 
     }
 }
 
+/// Each output's cursor as saved, or the start of the oldest segment for an output without
+/// one (new, or its cursor file lost).
+fn read_cursors(
+    dir: &Path,
+    outputs: &[String],
+    segments: &BTreeMap<u64, u64>,
+) -> HashMap<String, Position> {
+    let first = segments.keys().next().copied().unwrap_or(0);
+    outputs
+        .iter()
+        .map(|name| {
+            let pos = read_cursor(&cursor_path(dir, name)).unwrap_or(Position {
+                segment: first,
+                offset: 0,
+            });
+            (name.clone(), pos)
+        })
+        .collect()
+}
+
+/// The segment appends go to after a start. Always a fresh one, so a recovered segment is
+/// never written again; numbers only grow, even when every segment was deleted, so no cursor
+/// is ahead of them.
+fn next_segment_id(segments: &BTreeMap<u64, u64>, cursors: &HashMap<String, Position>) -> u64 {
+    segments
+        .keys()
+        .next_back()
+        .copied()
+        .into_iter()
+        .chain(cursors.values().map(|p| p.segment))
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
 impl Spool {
     /// Opens (or creates) the spool for the outputs named `outputs`, recovering what is there.
     pub fn open(
@@ -802,17 +837,7 @@ impl Spool {
         let lock_file = take_lock(&dir)?;
         let recovered = recover(&dir, &metrics)?;
         let mut segments = recovered.segments;
-        let first = segments.keys().next().copied().unwrap_or(0);
-        let cursors: HashMap<String, Position> = outputs
-            .iter()
-            .map(|name| {
-                let pos = read_cursor(&cursor_path(&dir, name)).unwrap_or(Position {
-                    segment: first,
-                    offset: 0,
-                });
-                (name.clone(), pos)
-            })
-            .collect();
+        let cursors = read_cursors(&dir, outputs, &segments);
         let min_cursor = cursors.values().min().copied().unwrap_or_default();
         report_missing_segments(&segments, min_cursor, &metrics);
 
@@ -827,17 +852,7 @@ impl Spool {
             &metrics,
         );
 
-        // Appends always go to a fresh segment, so a recovered segment is never written again;
-        // numbers only grow, even when every segment was deleted, so no cursor is ahead of them.
-        let active = segments
-            .keys()
-            .next_back()
-            .copied()
-            .into_iter()
-            .chain(cursors.values().map(|p: &Position| p.segment))
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let active = next_segment_id(&segments, &cursors);
         let file = create_segment(&dir, active)?;
         segments.insert(active, 0);
         let used: u64 = segments.values().sum();
@@ -886,10 +901,7 @@ impl Spool {
         }
         // Segments already passed by every output (a crash before their deletion) go now.
         writer.collect_garbage();
-        let handle = std::thread::Builder::new()
-            .name("spool-writer".into())
-            .spawn(move || writer.run())
-            .map_err(io_err(&dir))?;
+        let handle = writer.spawn()?;
         tracing::info!(
             dir = %dir.display(),
             bytes = used,
@@ -1297,6 +1309,18 @@ impl SpoolReader {
     }
 }
 
+/// The appends of one group commit, written but not yet synced.
+struct Group {
+    /// Size of the active segment before the group: what a failed sync cuts back to.
+    start_size: u64,
+    /// Answers sent only after the sync.
+    answers: Vec<(Reply, Appended)>,
+    /// Keys of the batches written, with where their records start.
+    keys: Vec<(String, u64, Position)>,
+    /// The first write that failed: the rest of the group is refused, nothing is synced.
+    write_error: Option<String>,
+}
+
 struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Cmd>,
@@ -1385,37 +1409,76 @@ impl Writer {
         let _ = self.keys_file.get_ref().sync_data();
     }
 
+    /// Runs the writer on its own thread (it does blocking file I/O and fsyncs).
+    fn spawn(self) -> Result<std::thread::JoinHandle<()>, SpoolError> {
+        let dir = self.shared.dir.clone();
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || self.run())
+            .map_err(io_err(&dir))
+    }
+
+    /// Writes a group of appends, syncs once, then answers each: stored, duplicate or why
+    /// not. Nothing is answered 200 before it is durable.
     fn commit_group(&mut self, appends: Vec<(String, u64, Bytes, Reply)>) {
-        if !self.check_active() {
-            // Never answer 200 for bytes that would land where no reader can find them.
-            let e = format!("active segment {} lost and no new one", self.active);
+        if let Err(e) = self.ready_for_group() {
             for (_, _, _, reply) in appends {
                 let _ = reply.send(Err(AppendError::Io(e.clone())));
             }
             return;
         }
+        let group = self.write_group(appends);
+        if let Err(e) = self.sync_group(&group) {
+            for (reply, _) in group.answers {
+                let _ = reply.send(Err(AppendError::Io(e.clone())));
+            }
+            return;
+        }
+        self.remember_keys(&group.keys);
+        self.shared.committed.send_replace(Position {
+            segment: self.active,
+            offset: self.active_size,
+        });
+        for (reply, outcome) in group.answers {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+
+    /// An active segment that is still ours and has room, or why appends cannot go on.
+    fn ready_for_group(&mut self) -> Result<(), String> {
+        if !self.check_active() {
+            // Never answer 200 for bytes that would land where no reader can find them.
+            return Err(format!(
+                "active segment {} lost and no new one",
+                self.active
+            ));
+        }
         if self.active_size >= self.shared.settings.segment_bytes {
             if let Err(e) = self.roll() {
                 tracing::error!(error = %e, "spool: cannot start a new segment");
-                for (_, _, _, reply) in appends {
-                    let _ = reply.send(Err(AppendError::Io(e.to_string())));
-                }
-                return;
+                return Err(e.to_string());
             }
         }
-        let start_size = self.active_size;
+        Ok(())
+    }
+
+    /// Writes each new batch of the group to the active segment (not synced yet). Duplicates
+    /// and batches that cannot fit are answered at once; the others wait in the group.
+    fn write_group(&mut self, appends: Vec<(String, u64, Bytes, Reply)>) -> Group {
+        let mut group = Group {
+            start_size: self.active_size,
+            answers: Vec::new(),
+            keys: Vec::new(),
+            write_error: None,
+        };
         let max = self.shared.settings.max_bytes;
-        // (reply, outcome) sent only after the sync.
-        let mut answers: Vec<(Reply, Appended)> = Vec::new();
-        let mut group_keys: Vec<(String, u64, Position)> = Vec::new();
         let mut in_group: HashMap<String, u64> = HashMap::new();
-        let mut write_error = None;
         for (key, events, body, reply) in appends {
             let known = lock(&self.shared.keys)
                 .get(&key)
                 .or_else(|| in_group.get(&key).copied());
             if let Some(events) = known {
-                answers.push((reply, Appended::Duplicate { events }));
+                group.answers.push((reply, Appended::Duplicate { events }));
                 continue;
             }
             let header = encode_header(&key, events, &body);
@@ -1425,14 +1488,14 @@ impl Writer {
                 continue;
             }
             let used = self.shared.used.load(Ordering::Relaxed);
-            if used + (self.active_size - start_size) + size > max {
+            if used + (self.active_size - group.start_size) + size > max {
                 self.shared.metrics.record(Event::SpoolFull);
                 let _ = reply.send(Err(AppendError::Full {
                     retry_after_secs: self.shared.settings.retry_after_secs,
                 }));
                 continue;
             }
-            if let Some(e) = &write_error {
+            if let Some(e) = &group.write_error {
                 let _ = reply.send(Err(AppendError::Io(String::clone(e))));
                 continue;
             }
@@ -1448,46 +1511,54 @@ impl Writer {
                     };
                     self.active_size += size;
                     in_group.insert(key.clone(), events);
-                    group_keys.push((key, events, loc));
-                    answers.push((reply, Appended::Stored));
+                    group.keys.push((key, events, loc));
+                    group.answers.push((reply, Appended::Stored));
                 }
                 Err(e) => {
-                    write_error = Some(e.to_string());
+                    group.write_error = Some(e.to_string());
                     let _ = reply.send(Err(AppendError::Io(e.to_string())));
                 }
             }
         }
-        if self.active_size > start_size || write_error.is_some() {
-            let synced = match &write_error {
-                None => self.file.sync_data().map_err(|e| e.to_string()),
-                Some(e) => Err(e.clone()),
-            };
-            if let Err(e) = synced {
-                // What this group wrote is not known to be durable: cut it off and continue in
-                // a new segment, answering every batch of the group with an error (retryable).
-                tracing::error!(error = %e, segment = self.active, "spool: write or sync failed");
-                let _ = self.file.set_len(start_size);
-                self.active_size = start_size;
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(AppendError::Io(e.clone())));
-                }
-                if let Err(e) = self.roll() {
-                    tracing::error!(error = %e, "spool: cannot start a new segment");
-                }
-                return;
-            }
-            let added = self.active_size - start_size;
-            let used = self.shared.used.fetch_add(added, Ordering::Relaxed) + added;
-            self.shared.metrics.spool_bytes.set(used as i64);
-            lock(&self.shared.segments).insert(self.active, self.active_size);
+        group
+    }
+
+    /// Makes what the group wrote durable and counts it. On failure what it wrote is cut off
+    /// and appends continue in a new segment; the caller answers the group with the error
+    /// (retryable).
+    fn sync_group(&mut self, group: &Group) -> Result<(), String> {
+        if self.active_size == group.start_size && group.write_error.is_none() {
+            return Ok(());
         }
+        let synced = match &group.write_error {
+            None => self.file.sync_data().map_err(|e| e.to_string()),
+            Some(e) => Err(e.clone()),
+        };
+        if let Err(e) = synced {
+            tracing::error!(error = %e, segment = self.active, "spool: write or sync failed");
+            let _ = self.file.set_len(group.start_size);
+            self.active_size = group.start_size;
+            if let Err(e) = self.roll() {
+                tracing::error!(error = %e, "spool: cannot start a new segment");
+            }
+            return Err(e);
+        }
+        let added = self.active_size - group.start_size;
+        let used = self.shared.used.fetch_add(added, Ordering::Relaxed) + added;
+        self.shared.metrics.spool_bytes.set(used as i64);
+        lock(&self.shared.segments).insert(self.active, self.active_size);
+        Ok(())
+    }
+
+    /// Adds the group's keys to the window and to keys.log.
+    fn remember_keys(&mut self, keys: &[(String, u64, Position)]) {
         {
             let mut window = lock(&self.shared.keys);
-            for (key, events, loc) in &group_keys {
+            for (key, events, loc) in keys {
                 window.insert(key.clone(), *events, Some(*loc));
             }
         }
-        for (key, events, loc) in &group_keys {
+        for (key, events, loc) in keys {
             // Not synced here: keys.log is synced before any segment (which also holds the
             // keys) is deleted, and recovery reads keys from both.
             let _ = self
@@ -1499,13 +1570,6 @@ impl Writer {
         let _ = self.keys_file.flush();
         if self.key_lines > 2 * self.shared.settings.keys_window {
             self.compact_keys();
-        }
-        self.shared.committed.send_replace(Position {
-            segment: self.active,
-            offset: self.active_size,
-        });
-        for (reply, outcome) in answers {
-            let _ = reply.send(Ok(outcome));
         }
     }
 
