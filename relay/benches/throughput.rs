@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sluice_relay::client::ChannelClient;
-use sluice_relay::protocol::{BatchEncoder, EncodedBatch};
+use sluice_channel::client::ChannelClient;
+use sluice_channel::encode::{BatchEncoder, EncodedBatch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn env(name: &str, default: u64) -> u64 {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::receiver::{free_port, Receiver};
 use common::*;
-use sluice_relay::client::ClientError;
+use sluice_channel::client::ClientError;
 
 fn relay_output(port: u16, extra: &str) -> String {
     format!(

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_relay::client::ChannelClient;
-use sluice_relay::protocol::{BatchEncoder, EncodedBatch};
+use sluice_channel::client::ChannelClient;
+use sluice_channel::encode::{BatchEncoder, EncodedBatch};
 
 /// A running relay process.
 pub struct Relay {
