@@ -454,7 +454,7 @@ impl Settings {
     /// Applies defaults and checks every table, in file order: `[relay]`, `[batch]`,
     /// `[collector]`, then each `[[inputs]]`; the first problem found is the error.
     fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
-        sluice_relay::client::Endpoint::parse(&raw.relay.url)
+        sluice_channel::client::Endpoint::parse(&raw.relay.url)
             .map_err(|e| invalid("relay.url", e.to_string()))?;
         let batch = validate_batch(&raw.batch)?;
         let collector_id = validate_collector_id(raw.collector.id)?;
@@ -522,7 +522,7 @@ fn validate_collector_id(configured: Option<String>) -> Result<String, ConfigErr
             .collect(),
     };
     if collector_id.len() > MAX_COLLECTOR_ID_BYTES
-        || !sluice_relay::protocol::validate_idempotency_key(&collector_id)
+        || !sluice_channel::wire::validate_idempotency_key(&collector_id)
     {
         return Err(invalid(
             "collector.id",
@@ -718,7 +718,7 @@ fn validate_input(
             .max(1),
     };
     let processing = processing
-        .resolve(sluice_relay::protocol::MAX_TAG_BYTES)
+        .resolve(sluice_channel::wire::MAX_TAG_BYTES)
         .map_err(|e| invalid(format!("inputs.{name}"), e.to_string()))?;
     let poison_action = poison_action(input.poison_action.as_deref(), &field)?;
     if input.max_receive_count == Some(0) {
@@ -913,7 +913,7 @@ tag = "cloud.aws.cloudtrail.events"
     #[test]
     fn limits_lower_what_is_safe_to_lower_and_refuse_what_never_fits() {
         use crate::delivery::limits::Agreed;
-        use sluice_relay::protocol::ChannelLimits;
+        use sluice_channel::limits::ChannelLimits;
         let text = format!(
             "{MINIMAL}max_event_bytes = 2000000\n[[inputs.selectors]]\nkey = 'x'\nmax_event_bytes = 10\n\
              [batch]\nmax_bytes = 900000000\n"

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_relay::client::ChannelClient;
+use sluice_channel::client::ChannelClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,7 +32,7 @@ use crate::queue::Queue;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("relay: {0}")]
-    Relay(#[from] sluice_relay::client::ClientError),
+    Relay(#[from] sluice_channel::client::ClientError),
     #[error("relay limits: {0}")]
     Limits(#[from] crate::delivery::limits::NoRoom),
     #[error(transparent)]
@@ -164,7 +164,7 @@ async fn agree_limits(
     shutdown: &CancellationToken,
 ) -> Result<bool, StartError> {
     let relay = if settings.inputs.iter().all(|i| i.do_not_send) {
-        sluice_relay::protocol::ChannelLimits::V1_DEFAULTS
+        sluice_channel::limits::ChannelLimits::V1_DEFAULTS
     } else {
         match forwarder.fetch_limits(shutdown).await {
             None => return Ok(false),

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_relay::client::ChannelClient;
-use sluice_relay::protocol::{BatchEncoder, EncodedBatch};
+use sluice_channel::client::ChannelClient;
+use sluice_channel::encode::{BatchEncoder, EncodedBatch};
 use sluice_testkit::metrics::{http_get, metric_value};
 use sluice_testkit::path_str;
 use sluice_testkit::pki::Pki;

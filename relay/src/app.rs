@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::ingest::{self, IngestError, Listener, State};
+pub use crate::ingest::IngestError;
+use crate::ingest::{self, Listener, State};
 use crate::metrics::Metrics;
 use crate::output::{self, OutputError};
 use crate::spool::{Spool, SpoolError};

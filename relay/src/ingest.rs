@@ -15,20 +15,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use sluice_channel::decode::{self, BatchError, DecodeLimits};
+use sluice_channel::limits::ChannelLimits;
+use sluice_channel::wire::{
+    validate_idempotency_key, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER, LIMITS_PATH,
+    MAX_TAG_BYTES,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{self, BatchError, DecodeLimits};
 use crate::config::{Limits, ListenAddress};
-use crate::metrics::{Metrics, Refusal};
-use crate::protocol::{
-    validate_idempotency_key, ChannelLimits, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER,
-    LIMITS_PATH, MAX_TAG_BYTES,
-};
+use crate::metrics::{Event, Metrics, Refusal};
 use crate::spool::{AppendError, Appended, Spool};
 
 /// Errors of the listener itself (not of a request).
@@ -47,19 +48,19 @@ pub enum IngestError {
 }
 
 /// What every request handler shares.
-pub struct State {
-    pub spool: Spool,
-    pub limits: Limits,
-    pub token: Option<String>,
-    pub metrics: Arc<Metrics>,
-    pub shutting_down: AtomicBool,
+pub(crate) struct State {
+    pub(crate) spool: Spool,
+    pub(crate) limits: Limits,
+    pub(crate) token: Option<String>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutting_down: AtomicBool,
     /// Bodies being read or stored, in KiB: bounds the relay's memory whatever the number of
     /// producers. A batch that does not fit now gets 503 + Retry-After.
-    pub body_budget: tokio::sync::Semaphore,
+    pub(crate) body_budget: tokio::sync::Semaphore,
 }
 
 /// Memory for request bodies in flight, at least two of the largest accepted.
-pub fn body_budget(limits: &Limits) -> tokio::sync::Semaphore {
+pub(crate) fn body_budget(limits: &Limits) -> tokio::sync::Semaphore {
     let bytes = (64u64 << 20).max(2 * limits.max_body_bytes);
     tokio::sync::Semaphore::new(
         (bytes >> 10).min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize,
@@ -93,15 +94,11 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl State {
-    fn refuse(&self, why: Refusal, status: StatusCode, message: impl Into<String>) -> Answer {
-        self.metrics.refused(why);
-        let message = message.into();
-        tracing::debug!(status = status.as_u16(), %message, "batch refused");
-        error(status, message)
-    }
-
     /// Routes one request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Answer, Infallible> {
         let path = req.uri().path().to_string();
         Ok(match (req.method(), path.as_str()) {
             (&Method::POST, BATCHES_PATH) => self.post_batch(req).await,
@@ -149,208 +146,236 @@ impl State {
         }
     }
 
+    /// `POST /v1/batches`: checks the batch, stores it and answers once it is durable.
     async fn post_batch(&self, req: Request<Incoming>) -> Answer {
-        let headers = req.headers();
+        match self.store_batch(req).await {
+            Ok(Stored { events, duplicate }) => json(
+                StatusCode::OK,
+                serde_json::json!({"events": events, "duplicate": duplicate}),
+            ),
+            Err(refused) => {
+                self.metrics.record(Event::Refused {
+                    why: refused.why,
+                    status: refused.status.as_u16(),
+                    message: &refused.message,
+                });
+                match refused.retry_after {
+                    Some(secs) => busy(refused.status, &refused.message, secs),
+                    None => error(refused.status, refused.message),
+                }
+            }
+        }
+    }
+
+    /// The steps of a batch, in the order docs/channel.md answers them: headers, room, body,
+    /// duplicate, lines, then the spool.
+    async fn store_batch(&self, req: Request<Incoming>) -> Result<Stored, Refused> {
+        let head = self.check_head(req.headers())?;
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(self.unavailable("shutting down"));
+        }
+        let _reserved = self.reserve_body(req.headers())?;
+        let max_body = self.limits.max_body_bytes;
+        let body = read_body(req.into_body(), max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => {
+                    Refused::too_large(format!("body over limits.max_body_bytes ({max_body})"))
+                }
+                BodyError::Read(e) => Refused::bad_request(format!("body could not be read: {e}")),
+            })?;
+        if let Some(events) = self.spool.lookup(&head.key) {
+            self.metrics.record(Event::Duplicate);
+            return Ok(Stored {
+                events,
+                duplicate: true,
+            });
+        }
+        let events = self.check_lines(&body, head.declared_events).await?;
+        self.append(&head.key, events, body).await
+    }
+
+    /// Token, idempotency key, encoding and the optional event count.
+    fn check_head(&self, headers: &HeaderMap) -> Result<BatchHead, Refused> {
         if let Some(token) = &self.token {
             let given = headers
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
             match given {
                 Some(g) if same_secret(g, token.as_bytes()) => {}
-                Some(_) => {
-                    return self.refuse(
-                        Refusal::Unauthorized,
-                        StatusCode::UNAUTHORIZED,
-                        "wrong token",
-                    )
-                }
-                None => {
-                    return self.refuse(
-                        Refusal::Unauthorized,
-                        StatusCode::UNAUTHORIZED,
-                        "missing Authorization: Bearer token",
-                    )
-                }
+                Some(_) => return Err(Refused::unauthorized("wrong token")),
+                None => return Err(Refused::unauthorized("missing Authorization: Bearer token")),
             }
         }
         let key = match headers.get(IDEMPOTENCY_HEADER).map(|v| v.to_str()) {
             Some(Ok(k)) if validate_idempotency_key(k) => k.to_string(),
             Some(_) => {
-                return self.refuse(
-                    Refusal::BadRequest,
-                    StatusCode::BAD_REQUEST,
+                return Err(Refused::bad_request(
                     "bad Idempotency-Key: 1 to 128 bytes of [A-Za-z0-9._:-]",
-                )
+                ))
             }
-            None => {
-                return self.refuse(
-                    Refusal::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    "missing Idempotency-Key",
-                )
-            }
+            None => return Err(Refused::bad_request("missing Idempotency-Key")),
         };
         let gzip = headers
             .get(CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
         if !gzip {
-            return self.refuse(
-                Refusal::BadRequest,
-                StatusCode::BAD_REQUEST,
-                "Content-Encoding must be gzip",
-            );
+            return Err(Refused::bad_request("Content-Encoding must be gzip"));
         }
-        let declared_events = match headers.get(EVENTS_HEADER).map(|v| v.to_str()) {
+        let declared_events = match headers.get(EVENTS_HEADER) {
             None => None,
-            Some(Ok(v)) => match v.trim().parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    return self.refuse(
-                        Refusal::BadRequest,
-                        StatusCode::BAD_REQUEST,
-                        "X-Sluice-Events is not a number",
-                    )
-                }
-            },
-            Some(Err(_)) => {
-                return self.refuse(
-                    Refusal::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    "X-Sluice-Events is not a number",
-                )
-            }
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| Refused::bad_request("X-Sluice-Events is not a number"))?,
+            ),
         };
+        Ok(BatchHead {
+            key,
+            declared_events,
+        })
+    }
+
+    /// Reserves the body's memory before reading it: its declared length, else the cap.
+    fn reserve_body(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, Refused> {
         let max_body = self.limits.max_body_bytes;
-        if self.shutting_down.load(Ordering::Relaxed) {
-            self.metrics.refused(Refusal::Unavailable);
-            return busy(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting down",
-                self.spool.retry_after_secs(),
-            );
-        }
-        // Reserve the body's memory before reading it: its declared length, else the cap.
-        let declared = req
-            .headers()
+        let declared = headers
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(max_body)
             .min(max_body);
-        let Ok(_reserved) = self
-            .body_budget
-            .try_acquire_many((declared.div_ceil(1024).max(1)).min(u32::MAX as u64) as u32)
-        else {
-            self.metrics.refused(Refusal::Unavailable);
-            return busy(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many batches in flight",
-                self.spool.retry_after_secs(),
-            );
-        };
-        let body = match read_body(req.into_body(), max_body).await {
-            Ok(b) => b,
-            Err(BodyError::TooLarge) => {
-                return self.refuse(
-                    Refusal::TooLarge,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body over limits.max_body_bytes ({max_body})"),
-                );
-            }
-            Err(BodyError::Read(e)) => {
-                return self.refuse(
-                    Refusal::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    format!("body could not be read: {e}"),
-                );
-            }
-        };
-        if let Some(events) = self.spool.lookup(&key) {
-            self.metrics.batches_duplicate.inc();
-            return json(
-                StatusCode::OK,
-                serde_json::json!({"events": events, "duplicate": true}),
-            );
-        }
+        let kib = (declared.div_ceil(1024).max(1)).min(u32::MAX as u64) as u32;
+        self.body_budget
+            .try_acquire_many(kib)
+            .map_err(|_| self.unavailable("too many batches in flight"))
+    }
+
+    /// Inflates and checks every line (off the I/O threads: it is CPU work); the number of
+    /// events, which must match the count the producer declared, if it did.
+    async fn check_lines(&self, body: &Bytes, declared: Option<u64>) -> Result<u64, Refused> {
         let limits = DecodeLimits {
             max_batch_bytes: self.limits.max_batch_bytes,
             max_event_bytes: self.limits.max_event_bytes,
         };
-        // Inflating and checking is CPU work: keep it off the I/O threads.
-        let checked = {
-            let body = body.clone();
-            tokio::task::spawn_blocking(move || batch::check(&body, limits)).await
-        };
-        let checked = match checked {
-            Ok(Ok(c)) => c,
-            Ok(Err(BatchError::Malformed(m))) => {
-                return self.refuse(Refusal::BadRequest, StatusCode::BAD_REQUEST, m)
-            }
-            Ok(Err(BatchError::TooLarge(m))) => {
-                return self.refuse(Refusal::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, m)
-            }
-            Err(e) => {
-                return self.refuse(
+        let body = body.clone();
+        let checked = tokio::task::spawn_blocking(move || decode::check(&body, limits))
+            .await
+            .map_err(|e| {
+                Refused::new(
                     Refusal::Internal,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("check failed: {e}"),
                 )
-            }
-        };
-        if let Some(n) = declared_events {
-            if n != checked.events {
-                return self.refuse(
-                    Refusal::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "X-Sluice-Events says {n} but the body holds {} lines",
-                        checked.events
-                    ),
-                );
-            }
+            })?
+            .map_err(|e| match e {
+                BatchError::Malformed(m) => Refused::bad_request(m),
+                BatchError::TooLarge(m) => Refused::too_large(m),
+            })?;
+        match declared {
+            Some(n) if n != checked.events => Err(Refused::bad_request(format!(
+                "X-Sluice-Events says {n} but the body holds {} lines",
+                checked.events
+            ))),
+            _ => Ok(checked.events),
         }
+    }
+
+    /// Stores a checked batch; answers only once it is durable.
+    async fn append(&self, key: &str, events: u64, body: Bytes) -> Result<Stored, Refused> {
         let size = body.len() as u64;
-        match self.spool.append(&key, checked.events, body).await {
+        match self.spool.append(key, events, body).await {
             Ok(Appended::Stored) => {
-                self.metrics.batches_accepted.inc();
-                self.metrics.events_accepted.add(checked.events);
-                self.metrics.bytes_accepted.add(size);
-                json(
-                    StatusCode::OK,
-                    serde_json::json!({"events": checked.events, "duplicate": false}),
-                )
+                self.metrics.record(Event::Stored {
+                    events,
+                    bytes: size,
+                });
+                Ok(Stored {
+                    events,
+                    duplicate: false,
+                })
             }
             Ok(Appended::Duplicate { events }) => {
-                self.metrics.batches_duplicate.inc();
-                json(
-                    StatusCode::OK,
-                    serde_json::json!({"events": events, "duplicate": true}),
-                )
+                self.metrics.record(Event::Duplicate);
+                Ok(Stored {
+                    events,
+                    duplicate: true,
+                })
             }
-            Err(AppendError::Full { retry_after_secs }) => {
-                self.metrics.refused(Refusal::SpoolFull);
-                busy(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "spool full",
-                    retry_after_secs,
-                )
-            }
-            Err(AppendError::TooLarge(n)) => self.refuse(
-                Refusal::TooLarge,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("batch of {n} bytes cannot fit spool.max_bytes"),
-            ),
+            Err(AppendError::Full { retry_after_secs }) => Err(Refused {
+                why: Refusal::SpoolFull,
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "spool full".into(),
+                retry_after: Some(retry_after_secs),
+            }),
+            Err(AppendError::TooLarge(n)) => Err(Refused::too_large(format!(
+                "batch of {n} bytes cannot fit spool.max_bytes"
+            ))),
             Err(e @ (AppendError::Io(_) | AppendError::Closed)) => {
                 tracing::error!(error = %e, "batch not stored");
-                self.metrics.refused(Refusal::Unavailable);
-                busy(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &e.to_string(),
-                    self.spool.retry_after_secs(),
-                )
+                Err(self.unavailable(&e.to_string()))
             }
         }
+    }
+
+    /// 503 with the spool's `Retry-After`: the relay cannot take the batch now.
+    fn unavailable(&self, message: &str) -> Refused {
+        Refused {
+            why: Refusal::Unavailable,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            retry_after: Some(self.spool.retry_after_secs()),
+        }
+    }
+}
+
+/// What the headers of a batch say, once checked.
+struct BatchHead {
+    key: String,
+    /// `X-Sluice-Events`, when given.
+    declared_events: Option<u64>,
+}
+
+/// A batch the spool holds (now, or from before under the same key).
+struct Stored {
+    events: u64,
+    duplicate: bool,
+}
+
+/// A batch not stored: what is counted and what the producer is told.
+struct Refused {
+    why: Refusal,
+    status: StatusCode,
+    message: String,
+    /// Seconds for `Retry-After` (429 and 503: the producer retries the same key).
+    retry_after: Option<u64>,
+}
+
+impl Refused {
+    fn new(why: Refusal, status: StatusCode, message: impl Into<String>) -> Self {
+        Refused {
+            why,
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Refused::new(Refusal::BadRequest, StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        Refused::new(Refusal::Unauthorized, StatusCode::UNAUTHORIZED, message)
+    }
+
+    fn too_large(message: impl Into<String>) -> Self {
+        Refused::new(Refusal::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, message)
     }
 }
 
@@ -388,14 +413,14 @@ async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, BodyError> {
 }
 
 /// A bound listener.
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
 impl Listener {
     /// Binds `address`; a stale unix socket file is replaced.
-    pub async fn bind(address: &ListenAddress) -> Result<Listener, IngestError> {
+    pub(crate) async fn bind(address: &ListenAddress) -> Result<Listener, IngestError> {
         let bind_err = |source| IngestError::Bind {
             address: address.to_string(),
             source,
@@ -422,7 +447,7 @@ impl Listener {
     }
 
     /// The bound address, as written to `listen.address_file`.
-    pub fn local_address(&self) -> String {
+    pub(crate) fn local_address(&self) -> String {
         match self {
             Listener::Tcp(l) => l
                 .local_addr()
@@ -434,7 +459,7 @@ impl Listener {
 }
 
 /// Writes `text` to `path` atomically (temporary file, then rename).
-pub fn write_address_file(path: &std::path::Path, text: &str) -> Result<(), IngestError> {
+pub(crate) fn write_address_file(path: &std::path::Path, text: &str) -> Result<(), IngestError> {
     let err = |source| IngestError::AddressFile {
         path: path.to_path_buf(),
         source,
@@ -446,7 +471,7 @@ pub fn write_address_file(path: &std::path::Path, text: &str) -> Result<(), Inge
 
 /// Serves `listener` until `stop` is cancelled, then waits (at most `grace`) for in-flight
 /// requests.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: Listener,
     state: Arc<State>,
     stop: CancellationToken,
@@ -522,8 +547,8 @@ async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: Cancellation
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ChannelClient;
     use crate::config::{Settings, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_EVENT};
+    use sluice_channel::client::ChannelClient;
 
     /// A whole relay in this process on 127.0.0.1:0 requiring a token, `limits` as its
     /// `[limits]` table.

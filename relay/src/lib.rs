@@ -1,25 +1,27 @@
 //! sluice-relay: accepts batches of tagged events over the local channel, keeps them in a
 //! crash-safe disk spool and delivers them to Devo (or an in-house relay, stdout, a file).
 //!
+//! The channel's contract (wire rules, batch decoding, limits, the producers' client) is the
+//! `sluice-channel` crate; this crate is its server side and everything behind it.
+//!
 //! Map of the crate, one module per stage:
-//! - [`protocol`]: the channel's wire rules (docs/channel.md), shared with producers;
-//! - [`client`]: the producer's side of the channel, used by the collector;
 //! - [`config`]: the TOML file, raw and validated;
-//! - [`ingest`]: the channel's server side (HTTP/1.1 on TCP or a unix socket);
-//! - [`batch`]: streaming decoding and checking of batch bodies;
+//! - `ingest`: the channel's server side (HTTP/1.1 on TCP or a unix socket);
 //! - [`spool`]: the crash-safe segment log with per-output cursors;
 //! - [`output`]: delivery (framing, stdout, file, TCP/TLS to Devo or a relay);
-//! - [`limit`]: per-output rate limits;
-//! - [`metrics`]: counters and the Prometheus exposition;
+//! - `limit`: per-output rate limits;
+//! - [`metrics`]: metric declarations, their values, the Prometheus exposition, and the
+//!   outcomes that are logged and counted in one call;
 //! - [`app`]: wiring and shutdown.
+//!
+//! Public are only what the binary (`main.rs`), the examples and the benchmarks use: [`app`]
+//! to run a relay, [`config`], the [`spool`] handle, [`output::frame::Framer`] and
+//! [`metrics::Metrics`]. Everything else is `pub(crate)`.
 
 pub mod app;
-pub mod batch;
-pub mod client;
 pub mod config;
-pub mod ingest;
-pub mod limit;
+mod ingest;
+mod limit;
 pub mod metrics;
 pub mod output;
-pub mod protocol;
 pub mod spool;

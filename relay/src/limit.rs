@@ -18,7 +18,7 @@ use crate::config::RateSettings;
 
 /// Governor clock on tokio time: the elapsed time since the limiter was made.
 #[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
+pub(crate) struct TokioClock {
     start: tokio::time::Instant,
 }
 
@@ -37,7 +37,7 @@ struct Bucket {
 }
 
 /// An output's rate limit. Cheap to share behind an `Arc`.
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     clock: TokioClock,
     events: Option<Bucket>,
     bytes: Option<Bucket>,
@@ -45,7 +45,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// `None` when the output has no limit.
-    pub fn new(rate: &RateSettings) -> Option<Arc<RateLimit>> {
+    pub(crate) fn new(rate: &RateSettings) -> Option<Arc<RateLimit>> {
         if rate.max_events_per_sec.is_none() && rate.max_bytes_per_sec.is_none() {
             return None;
         }
@@ -72,7 +72,7 @@ impl RateLimit {
     }
 
     /// Waits until `events` events and `bytes` bytes may be sent. True when it had to wait.
-    pub async fn acquire(&self, events: u64, bytes: u64) -> bool {
+    pub(crate) async fn acquire(&self, events: u64, bytes: u64) -> bool {
         let mut waited = false;
         if let Some(b) = &self.events {
             waited |= self.take(b, events).await;

@@ -49,8 +49,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::SpoolSettings;
-use crate::metrics::Metrics;
-use crate::protocol::MAX_KEY_BYTES;
+use crate::metrics::{Event, Metrics, SegmentLoss};
+use sluice_channel::wire::MAX_KEY_BYTES;
 
 const MAGIC: &[u8; 4] = b"SLR1";
 const HEADER: usize = 12;
@@ -67,14 +67,12 @@ const MAX_PREFIX: usize = 1 + u8::MAX as usize + 8;
 const GROUP_BYTES: usize = 8 * 1024 * 1024;
 /// Window of the verifying scanner (start-up, resynchronisation).
 const SCAN_WINDOW: usize = 1 << 20;
-/// Forgotten keys logged one per line per event; the rest are counted in the summary line.
-const LOG_KEYS: usize = 100;
 
 /// A place in the log: segment number and byte offset inside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub struct Position {
-    pub segment: u64,
-    pub offset: u64,
+pub(crate) struct Position {
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
 }
 
 impl std::fmt::Display for Position {
@@ -138,8 +136,8 @@ pub struct StoredBatch {
     pub key: String,
     pub events: u64,
     pub body: Bytes,
-    pub start: Position,
-    pub end: Position,
+    /// Where the next record starts: what an output acknowledges once it delivered this one.
+    pub(crate) end: Position,
 }
 
 enum Cmd {
@@ -270,7 +268,7 @@ fn parse_key_line(text: &str) -> Option<(String, u64, Option<Position>)> {
         }),
         _ => return None,
     };
-    if it.next().is_some() || !crate::protocol::validate_idempotency_key(key) {
+    if it.next().is_some() || !sluice_channel::wire::validate_idempotency_key(key) {
         return None;
     }
     Some((key.to_string(), events, loc))
@@ -325,56 +323,10 @@ impl Shared {
     /// read back), logs them and counts them; returns how many.
     fn forget_keys(&self, why: &str, pred: impl Fn(Position) -> bool) -> usize {
         let gone = lock(&self.keys).forget(pred);
-        log_forgotten(&self.metrics, why, &gone);
+        self.metrics
+            .record(Event::KeysForgotten { why, gone: &gone });
         gone.len()
     }
-}
-
-/// Logs forgotten keys (the first [`LOG_KEYS`] one per line) and counts them.
-fn log_forgotten(metrics: &Metrics, why: &str, gone: &[(String, u64, Position)]) {
-    if gone.is_empty() {
-        return;
-    }
-    metrics.spool_keys_forgotten.add(gone.len() as u64);
-    for (key, events, loc) in gone.iter().take(LOG_KEYS) {
-        tracing::warn!(
-            key = %key,
-            events,
-            segment = loc.segment,
-            offset = loc.offset,
-            why,
-            "spool: idempotency key forgotten (its batch is lost; a resend will be stored again)"
-        );
-    }
-    tracing::warn!(
-        forgotten = gone.len(),
-        not_listed = gone.len().saturating_sub(LOG_KEYS),
-        why,
-        "spool: idempotency keys forgotten"
-    );
-}
-
-/// Logs and counts one skipped range of a segment.
-fn report_skipped(
-    metrics: &Metrics,
-    path: &Path,
-    segment: u64,
-    range: (u64, u64),
-    reason: &str,
-    what: &str,
-) {
-    metrics.spool_corrupt_records.inc();
-    metrics.spool_skipped_ranges.inc();
-    metrics.spool_skipped_bytes.add(range.1 - range.0);
-    tracing::error!(
-        segment,
-        path = %path.display(),
-        start = range.0,
-        end = range.1,
-        bytes = range.1 - range.0,
-        reason,
-        "spool: {what}"
-    );
 }
 
 /// The spool's handle. Cheap to clone.
@@ -426,7 +378,7 @@ fn parse_prefix(p: &[u8], len: u64) -> Result<(String, u64, usize), String> {
     }
     let key = std::str::from_utf8(&p[1..1 + klen])
         .ok()
-        .filter(|k| crate::protocol::validate_idempotency_key(k))
+        .filter(|k| sluice_channel::wire::validate_idempotency_key(k))
         .ok_or("record key is not a valid idempotency key")?;
     let mut ev = [0u8; 8];
     ev.copy_from_slice(&p[1 + klen..1 + klen + 8]);
@@ -678,14 +630,13 @@ fn recover_segment(
         if last && end == len {
             // Only the tail after the last valid record is cut: a crash mid-write leaves a
             // torn record there that was never answered 200.
-            report_skipped(
-                metrics,
-                &path,
-                id,
-                (offset, end),
-                &reason,
-                "torn or corrupt tail of the last segment, cut off",
-            );
+            metrics.record(Event::SkippedRange {
+                path: &path,
+                segment: id,
+                range: (offset, end),
+                reason: &reason,
+                what: "torn or corrupt tail of the last segment, cut off",
+            });
             let f = OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -694,14 +645,13 @@ fn recover_segment(
             f.sync_all().map_err(io_err(&path))?;
             return Ok(offset);
         }
-        report_skipped(
-            metrics,
-            &path,
-            id,
-            (offset, end),
-            &reason,
-            "corrupt bytes skipped; reading resumes at the next valid record",
-        );
+        metrics.record(Event::SkippedRange {
+            path: &path,
+            segment: id,
+            range: (offset, end),
+            reason: &reason,
+            what: "corrupt bytes skipped; reading resumes at the next valid record",
+        });
         out.bad.insert((id, offset), end);
         offset = end;
     }
@@ -818,7 +768,10 @@ fn build_window(
     let mut gone: Vec<(String, u64, Position)> =
         lost.into_iter().map(|(k, (e, l))| (k, e, l)).collect();
     gone.sort_by_key(|g| g.2);
-    log_forgotten(metrics, "record unreadable or missing at start", &gone);
+    metrics.record(Event::KeysForgotten {
+        why: "record unreadable or missing at start",
+        gone: &gone,
+    });
     (window, !gone.is_empty())
 }
 
@@ -830,14 +783,47 @@ fn report_missing_segments(segments: &BTreeMap<u64, u64>, min_cursor: Position, 
     };
     for id in min_cursor.segment + 1..newest {
         if !segments.contains_key(&id) {
-            metrics.spool_lost_segments.inc();
-            tracing::error!(
-                segment = id,
-                "spool: segment missing at start although not every output delivered it; its \
-                 batches are lost"
-            );
+            metrics.record(Event::SegmentLost {
+                segment: id,
+                how: SegmentLoss::MissingAtStart,
+            });
         }
     }
+}
+
+/// Each output's cursor as saved, or the start of the oldest segment for an output without
+/// one (new, or its cursor file lost).
+fn read_cursors(
+    dir: &Path,
+    outputs: &[String],
+    segments: &BTreeMap<u64, u64>,
+) -> HashMap<String, Position> {
+    let first = segments.keys().next().copied().unwrap_or(0);
+    outputs
+        .iter()
+        .map(|name| {
+            let pos = read_cursor(&cursor_path(dir, name)).unwrap_or(Position {
+                segment: first,
+                offset: 0,
+            });
+            (name.clone(), pos)
+        })
+        .collect()
+}
+
+/// The segment appends go to after a start. Always a fresh one, so a recovered segment is
+/// never written again; numbers only grow, even when every segment was deleted, so no cursor
+/// is ahead of them.
+fn next_segment_id(segments: &BTreeMap<u64, u64>, cursors: &HashMap<String, Position>) -> u64 {
+    segments
+        .keys()
+        .next_back()
+        .copied()
+        .into_iter()
+        .chain(cursors.values().map(|p| p.segment))
+        .max()
+        .unwrap_or(0)
+        + 1
 }
 
 impl Spool {
@@ -851,17 +837,7 @@ impl Spool {
         let lock_file = take_lock(&dir)?;
         let recovered = recover(&dir, &metrics)?;
         let mut segments = recovered.segments;
-        let first = segments.keys().next().copied().unwrap_or(0);
-        let cursors: HashMap<String, Position> = outputs
-            .iter()
-            .map(|name| {
-                let pos = read_cursor(&cursor_path(&dir, name)).unwrap_or(Position {
-                    segment: first,
-                    offset: 0,
-                });
-                (name.clone(), pos)
-            })
-            .collect();
+        let cursors = read_cursors(&dir, outputs, &segments);
         let min_cursor = cursors.values().min().copied().unwrap_or_default();
         report_missing_segments(&segments, min_cursor, &metrics);
 
@@ -876,17 +852,7 @@ impl Spool {
             &metrics,
         );
 
-        // Appends always go to a fresh segment, so a recovered segment is never written again;
-        // numbers only grow, even when every segment was deleted, so no cursor is ahead of them.
-        let active = segments
-            .keys()
-            .next_back()
-            .copied()
-            .into_iter()
-            .chain(cursors.values().map(|p: &Position| p.segment))
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let active = next_segment_id(&segments, &cursors);
         let file = create_segment(&dir, active)?;
         segments.insert(active, 0);
         let used: u64 = segments.values().sum();
@@ -935,10 +901,7 @@ impl Spool {
         }
         // Segments already passed by every output (a crash before their deletion) go now.
         writer.collect_garbage();
-        let handle = std::thread::Builder::new()
-            .name("spool-writer".into())
-            .spawn(move || writer.run())
-            .map_err(io_err(&dir))?;
+        let handle = writer.spawn()?;
         tracing::info!(
             dir = %dir.display(),
             bytes = used,
@@ -972,22 +935,22 @@ impl Spool {
     }
 
     /// The events stored under `key`, when the key is in the window.
-    pub fn lookup(&self, key: &str) -> Option<u64> {
+    pub(crate) fn lookup(&self, key: &str) -> Option<u64> {
         lock(&self.shared.keys).get(key)
     }
 
     /// Bytes on disk in segments.
-    pub fn used_bytes(&self) -> u64 {
+    pub(crate) fn used_bytes(&self) -> u64 {
         self.shared.used.load(Ordering::Relaxed)
     }
 
     /// True while a batch of `bytes` would be taken.
-    pub fn has_room(&self, bytes: u64) -> bool {
+    pub(crate) fn has_room(&self, bytes: u64) -> bool {
         self.used_bytes() + bytes + RECORD_OVERHEAD <= self.shared.settings.max_bytes
     }
 
     /// Seconds a refused producer should wait.
-    pub fn retry_after_secs(&self) -> u64 {
+    pub(crate) fn retry_after_secs(&self) -> u64 {
         self.shared.settings.retry_after_secs
     }
 
@@ -1036,14 +999,14 @@ impl Spool {
 
 /// Tells the spool how far an output has delivered. Cheap to clone.
 #[derive(Clone)]
-pub struct Acker {
+pub(crate) struct Acker {
     name: String,
     tx: mpsc::UnboundedSender<Cmd>,
 }
 
 impl Acker {
     /// Everything before `pos` was delivered: persist the cursor, free what no output needs.
-    pub fn ack(&self, pos: Position) {
+    pub(crate) fn ack(&self, pos: Position) {
         let _ = self.tx.send(Cmd::Ack {
             name: self.name.clone(),
             pos,
@@ -1156,12 +1119,12 @@ pub struct SpoolReader {
 
 impl SpoolReader {
     /// The acker that moves this output's persisted cursor.
-    pub fn acker(&self) -> Acker {
+    pub(crate) fn acker(&self) -> Acker {
         self.acker.clone()
     }
 
     /// Where the next read starts.
-    pub fn position(&self) -> Position {
+    pub(crate) fn position(&self) -> Position {
         self.pos
     }
 
@@ -1266,7 +1229,6 @@ impl SpoolReader {
                     key,
                     events,
                     body,
-                    start,
                     end: self.pos,
                 })
             }
@@ -1294,14 +1256,13 @@ impl SpoolReader {
         };
         if self.shared.register_bad(at.segment, at.offset, end) {
             let path = segment_path(&self.shared.dir, at.segment);
-            report_skipped(
-                &self.shared.metrics,
-                &path,
-                at.segment,
-                (at.offset, end),
-                &reason,
-                "corrupt bytes skipped by a reader; reading resumes at the next valid record",
-            );
+            self.shared.metrics.record(Event::SkippedRange {
+                path: &path,
+                segment: at.segment,
+                range: (at.offset, end),
+                reason: &reason,
+                what: "corrupt bytes skipped by a reader; reading resumes at the next valid record",
+            });
             let n = self.shared.forget_keys("record in a corrupt range", |l| {
                 l.segment == at.segment && (at.offset..end).contains(&l.offset)
             });
@@ -1346,6 +1307,18 @@ impl SpoolReader {
             Err(unreadable())
         }
     }
+}
+
+/// The appends of one group commit, written but not yet synced.
+struct Group {
+    /// Size of the active segment before the group: what a failed sync cuts back to.
+    start_size: u64,
+    /// Answers sent only after the sync.
+    answers: Vec<(Reply, Appended)>,
+    /// Keys of the batches written, with where their records start.
+    keys: Vec<(String, u64, Position)>,
+    /// The first write that failed: the rest of the group is refused, nothing is synced.
+    write_error: Option<String>,
 }
 
 struct Writer {
@@ -1436,37 +1409,76 @@ impl Writer {
         let _ = self.keys_file.get_ref().sync_data();
     }
 
+    /// Runs the writer on its own thread (it does blocking file I/O and fsyncs).
+    fn spawn(self) -> Result<std::thread::JoinHandle<()>, SpoolError> {
+        let dir = self.shared.dir.clone();
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || self.run())
+            .map_err(io_err(&dir))
+    }
+
+    /// Writes a group of appends, syncs once, then answers each: stored, duplicate or why
+    /// not. Nothing is answered 200 before it is durable.
     fn commit_group(&mut self, appends: Vec<(String, u64, Bytes, Reply)>) {
-        if !self.check_active() {
-            // Never answer 200 for bytes that would land where no reader can find them.
-            let e = format!("active segment {} lost and no new one", self.active);
+        if let Err(e) = self.ready_for_group() {
             for (_, _, _, reply) in appends {
                 let _ = reply.send(Err(AppendError::Io(e.clone())));
             }
             return;
         }
+        let group = self.write_group(appends);
+        if let Err(e) = self.sync_group(&group) {
+            for (reply, _) in group.answers {
+                let _ = reply.send(Err(AppendError::Io(e.clone())));
+            }
+            return;
+        }
+        self.remember_keys(&group.keys);
+        self.shared.committed.send_replace(Position {
+            segment: self.active,
+            offset: self.active_size,
+        });
+        for (reply, outcome) in group.answers {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+
+    /// An active segment that is still ours and has room, or why appends cannot go on.
+    fn ready_for_group(&mut self) -> Result<(), String> {
+        if !self.check_active() {
+            // Never answer 200 for bytes that would land where no reader can find them.
+            return Err(format!(
+                "active segment {} lost and no new one",
+                self.active
+            ));
+        }
         if self.active_size >= self.shared.settings.segment_bytes {
             if let Err(e) = self.roll() {
                 tracing::error!(error = %e, "spool: cannot start a new segment");
-                for (_, _, _, reply) in appends {
-                    let _ = reply.send(Err(AppendError::Io(e.to_string())));
-                }
-                return;
+                return Err(e.to_string());
             }
         }
-        let start_size = self.active_size;
+        Ok(())
+    }
+
+    /// Writes each new batch of the group to the active segment (not synced yet). Duplicates
+    /// and batches that cannot fit are answered at once; the others wait in the group.
+    fn write_group(&mut self, appends: Vec<(String, u64, Bytes, Reply)>) -> Group {
+        let mut group = Group {
+            start_size: self.active_size,
+            answers: Vec::new(),
+            keys: Vec::new(),
+            write_error: None,
+        };
         let max = self.shared.settings.max_bytes;
-        // (reply, outcome) sent only after the sync.
-        let mut answers: Vec<(Reply, Appended)> = Vec::new();
-        let mut group_keys: Vec<(String, u64, Position)> = Vec::new();
         let mut in_group: HashMap<String, u64> = HashMap::new();
-        let mut write_error = None;
         for (key, events, body, reply) in appends {
             let known = lock(&self.shared.keys)
                 .get(&key)
                 .or_else(|| in_group.get(&key).copied());
             if let Some(events) = known {
-                answers.push((reply, Appended::Duplicate { events }));
+                group.answers.push((reply, Appended::Duplicate { events }));
                 continue;
             }
             let header = encode_header(&key, events, &body);
@@ -1476,14 +1488,14 @@ impl Writer {
                 continue;
             }
             let used = self.shared.used.load(Ordering::Relaxed);
-            if used + (self.active_size - start_size) + size > max {
-                self.shared.metrics.spool_full_events.inc();
+            if used + (self.active_size - group.start_size) + size > max {
+                self.shared.metrics.record(Event::SpoolFull);
                 let _ = reply.send(Err(AppendError::Full {
                     retry_after_secs: self.shared.settings.retry_after_secs,
                 }));
                 continue;
             }
-            if let Some(e) = &write_error {
+            if let Some(e) = &group.write_error {
                 let _ = reply.send(Err(AppendError::Io(String::clone(e))));
                 continue;
             }
@@ -1499,46 +1511,54 @@ impl Writer {
                     };
                     self.active_size += size;
                     in_group.insert(key.clone(), events);
-                    group_keys.push((key, events, loc));
-                    answers.push((reply, Appended::Stored));
+                    group.keys.push((key, events, loc));
+                    group.answers.push((reply, Appended::Stored));
                 }
                 Err(e) => {
-                    write_error = Some(e.to_string());
+                    group.write_error = Some(e.to_string());
                     let _ = reply.send(Err(AppendError::Io(e.to_string())));
                 }
             }
         }
-        if self.active_size > start_size || write_error.is_some() {
-            let synced = match &write_error {
-                None => self.file.sync_data().map_err(|e| e.to_string()),
-                Some(e) => Err(e.clone()),
-            };
-            if let Err(e) = synced {
-                // What this group wrote is not known to be durable: cut it off and continue in
-                // a new segment, answering every batch of the group with an error (retryable).
-                tracing::error!(error = %e, segment = self.active, "spool: write or sync failed");
-                let _ = self.file.set_len(start_size);
-                self.active_size = start_size;
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(AppendError::Io(e.clone())));
-                }
-                if let Err(e) = self.roll() {
-                    tracing::error!(error = %e, "spool: cannot start a new segment");
-                }
-                return;
-            }
-            let added = self.active_size - start_size;
-            let used = self.shared.used.fetch_add(added, Ordering::Relaxed) + added;
-            self.shared.metrics.spool_bytes.set(used as i64);
-            lock(&self.shared.segments).insert(self.active, self.active_size);
+        group
+    }
+
+    /// Makes what the group wrote durable and counts it. On failure what it wrote is cut off
+    /// and appends continue in a new segment; the caller answers the group with the error
+    /// (retryable).
+    fn sync_group(&mut self, group: &Group) -> Result<(), String> {
+        if self.active_size == group.start_size && group.write_error.is_none() {
+            return Ok(());
         }
+        let synced = match &group.write_error {
+            None => self.file.sync_data().map_err(|e| e.to_string()),
+            Some(e) => Err(e.clone()),
+        };
+        if let Err(e) = synced {
+            tracing::error!(error = %e, segment = self.active, "spool: write or sync failed");
+            let _ = self.file.set_len(group.start_size);
+            self.active_size = group.start_size;
+            if let Err(e) = self.roll() {
+                tracing::error!(error = %e, "spool: cannot start a new segment");
+            }
+            return Err(e);
+        }
+        let added = self.active_size - group.start_size;
+        let used = self.shared.used.fetch_add(added, Ordering::Relaxed) + added;
+        self.shared.metrics.spool_bytes.set(used as i64);
+        lock(&self.shared.segments).insert(self.active, self.active_size);
+        Ok(())
+    }
+
+    /// Adds the group's keys to the window and to keys.log.
+    fn remember_keys(&mut self, keys: &[(String, u64, Position)]) {
         {
             let mut window = lock(&self.shared.keys);
-            for (key, events, loc) in &group_keys {
+            for (key, events, loc) in keys {
                 window.insert(key.clone(), *events, Some(*loc));
             }
         }
-        for (key, events, loc) in &group_keys {
+        for (key, events, loc) in keys {
             // Not synced here: keys.log is synced before any segment (which also holds the
             // keys) is deleted, and recovery reads keys from both.
             let _ = self
@@ -1550,13 +1570,6 @@ impl Writer {
         let _ = self.keys_file.flush();
         if self.key_lines > 2 * self.shared.settings.keys_window {
             self.compact_keys();
-        }
-        self.shared.committed.send_replace(Position {
-            segment: self.active,
-            offset: self.active_size,
-        });
-        for (reply, outcome) in answers {
-            let _ = reply.send(Ok(outcome));
         }
     }
 
@@ -1640,14 +1653,13 @@ impl Writer {
         }
         lock(&self.shared.bad).retain(|(s, _), _| *s != id);
         self.release(size);
-        self.shared.metrics.spool_lost_segments.inc();
-        tracing::error!(
-            segment = id,
-            path = %segment_path(&self.shared.dir, id).display(),
-            bytes = size,
-            "spool: segment vanished while the relay ran; its undelivered batches are lost, \
-             readers go on with the next segment"
-        );
+        self.shared.metrics.record(Event::SegmentLost {
+            segment: id,
+            how: SegmentLoss::Vanished {
+                path: &segment_path(&self.shared.dir, id),
+                bytes: size,
+            },
+        });
         if self
             .shared
             .forget_keys("segment vanished", |l| l.segment == id)
@@ -1684,15 +1696,14 @@ impl Writer {
             }
         }
         self.release(known - len);
-        self.shared.metrics.spool_lost_segments.inc();
-        tracing::error!(
-            segment = id,
-            path = %segment_path(&self.shared.dir, id).display(),
-            durable_end = known,
-            file_size = len,
-            "spool: segment truncated below its durable end while the relay ran; the batches \
-             past its end are lost"
-        );
+        self.shared.metrics.record(Event::SegmentLost {
+            segment: id,
+            how: SegmentLoss::Truncated {
+                path: &segment_path(&self.shared.dir, id),
+                durable_end: known,
+                file_size: len,
+            },
+        });
         if self
             .shared
             .forget_keys("segment truncated", |l| l.segment == id && l.offset >= len)
@@ -2382,7 +2393,7 @@ mod tests {
         let mut ra = spool.reader("a");
         let waiting = tokio::spawn(async move {
             let b = next(&mut ra).await;
-            (b.key, b.start)
+            (b.key, b.end.segment)
         });
         wait_for("the loss is settled", || {
             metrics.spool_lost_segments.get() == 1
@@ -2394,10 +2405,8 @@ mod tests {
             waiting.await.unwrap(),
             (
                 "x0".to_string(),
-                Position {
-                    segment: 2,
-                    offset: 0
-                }
+                // The first record of the new segment 2.
+                2
             )
         );
         // The writer itself notices its active file gone before the next group.

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use sluice_relay::protocol::{BatchEncoder, EncodedBatch};
+use sluice_channel::encode::{BatchEncoder, EncodedBatch};
 use tokio::sync::mpsc;
 
 use crate::config::BatchSettings;

@@ -11,8 +11,9 @@
 //! over-long events by the input's `oversize` rule and dropping only the line the relay named.
 //! It does no I/O; the forwarder fetches, sends and counts.
 
-use sluice_relay::batch::{DecodeLimits, LineDecoder};
-use sluice_relay::protocol::{BatchEncoder, ChannelLimits, EncodedBatch};
+use sluice_channel::decode::{DecodeLimits, LineDecoder};
+use sluice_channel::encode::{BatchEncoder, EncodedBatch};
+use sluice_channel::limits::ChannelLimits;
 
 use sluice_formats::processor::charset::floor_boundary;
 use sluice_formats::processor::Oversize;

@@ -84,7 +84,7 @@ impl ObjectError {
             ObjectError::Process(ProcessError::Spill { .. } | ProcessError::Sink { .. }) => false,
             ObjectError::Process(_) | ObjectError::Panicked(_) => true,
             ObjectError::Forward(ForwardError::Refused(
-                sluice_relay::client::ClientError::Refused { status, .. },
+                sluice_channel::client::ClientError::Refused { status, .. },
             )) => *status != 401,
             _ => false,
         }
@@ -383,7 +383,7 @@ impl Split<'_, '_> {
     fn spawn_split(
         &self,
         reader: fetch::ChunkReader,
-        batch_tx: mpsc::Sender<sluice_relay::protocol::EncodedBatch>,
+        batch_tx: mpsc::Sender<sluice_channel::encode::EncodedBatch>,
         from: u64,
     ) -> tokio::task::JoinHandle<(Result<ObjectStats, ObjectError>, u64)> {
         let spec = self.spec.clone();

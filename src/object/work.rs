@@ -187,7 +187,7 @@ impl ObjectWork {
                 .map(|o| serde_json::json!({"bucket": o.bucket, "key": o.key}))
                 .collect::<Vec<_>>(),
         });
-        let mut encoder = sluice_relay::protocol::BatchEncoder::new(self.batch.compression_level);
+        let mut encoder = sluice_channel::encode::BatchEncoder::new(self.batch.compression_level);
         encoder.push(MD5_TAG, event.to_string().as_bytes());
         if self.settings.do_not_send {
             return Ok(());

@@ -28,9 +28,9 @@ use crate::metrics::ConfirmFailure;
 
 /// Why a connection's writes were not confirmed.
 #[derive(Debug, Clone)]
-pub struct Unconfirmed {
-    pub why: ConfirmFailure,
-    pub reason: String,
+pub(crate) struct Unconfirmed {
+    pub(crate) why: ConfirmFailure,
+    pub(crate) reason: String,
 }
 
 impl Unconfirmed {
@@ -44,7 +44,7 @@ impl Unconfirmed {
 
 /// Closes `conn` gracefully within `after` and says whether the peer confirmed every write on
 /// it. The connection is dropped at the end (its reader stops, the socket closes).
-pub async fn close(mut conn: Conn, after: Duration) -> Result<(), Unconfirmed> {
+pub(crate) async fn close(mut conn: Conn, after: Duration) -> Result<(), Unconfirmed> {
     match timeout(after, exchange(&mut conn)).await {
         Ok(r) => r,
         Err(_) => Err(Unconfirmed::new(

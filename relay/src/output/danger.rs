@@ -15,12 +15,12 @@ use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
 
 /// Verifies everything webpki verifies except that the certificate names the server.
 #[derive(Debug)]
-pub struct SkipHostnameVerification {
+pub(crate) struct SkipHostnameVerification {
     inner: Arc<WebPkiServerVerifier>,
 }
 
 impl SkipHostnameVerification {
-    pub fn new(inner: Arc<WebPkiServerVerifier>) -> Arc<Self> {
+    pub(crate) fn new(inner: Arc<WebPkiServerVerifier>) -> Arc<Self> {
         Arc::new(SkipHostnameVerification { inner })
     }
 }

@@ -13,15 +13,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::batch::{BatchError, DecodeLimits, LineDecoder};
 use crate::config::Framing;
+use sluice_channel::decode::{BatchError, DecodeLimits, LineDecoder};
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
 /// The RFC 3164 date `Mmm dd HH:MM:SS` (day padded with a space) of a UTC unix time.
-pub fn rfc3164_date(unix_secs: i64) -> String {
+pub(crate) fn rfc3164_date(unix_secs: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix_secs)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
@@ -58,7 +58,7 @@ impl Framer {
     }
 
     /// Sets the date used by the following lines (current UTC time, refreshed per batch).
-    pub fn set_time(&mut self, unix_secs: i64) {
+    pub(crate) fn set_time(&mut self, unix_secs: i64) {
         if unix_secs != self.header_secs {
             self.header_secs = unix_secs;
             self.header.clear();
@@ -72,7 +72,7 @@ impl Framer {
     }
 
     /// Uses the wall clock.
-    pub fn set_now(&mut self) {
+    pub(crate) fn set_now(&mut self) {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -81,7 +81,7 @@ impl Framer {
     }
 
     /// Appends one event's line (LF included) to `out`.
-    pub fn push(&self, tag: &[u8], message: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn push(&self, tag: &[u8], message: &[u8], out: &mut Vec<u8>) {
         if self.octet_counting {
             let len = self.header.len() + tag.len() + 2 + message.len() + 1;
             let _ = write!(out, "{len} ");
@@ -177,7 +177,7 @@ fn gzip_member(data: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::BatchEncoder;
+    use sluice_channel::encode::BatchEncoder;
     use std::io::Read;
 
     fn framing() -> Framing {

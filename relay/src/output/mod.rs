@@ -10,12 +10,12 @@
 //!
 //! It does not accept batches (ingest.rs) and does not decide what the spool keeps (spool.rs).
 
-pub mod confirm;
-pub mod danger;
+pub(crate) mod confirm;
+pub(crate) mod danger;
 pub mod frame;
-pub mod net;
-pub mod stream;
-pub mod tls;
+pub(crate) mod net;
+pub(crate) mod stream;
+pub(crate) mod tls;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -34,6 +34,7 @@ use crate::spool::{Position, SpoolReader, StoredBatch};
 use frame::Framer;
 use net::NetSink;
 use stream::StreamSink;
+pub use tls::TlsConfigError;
 
 /// Why a delivery attempt failed; every variant names where and in which phase.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +69,6 @@ pub enum OutputError {
     HandshakeTimeout { address: String, after: Duration },
     #[error("write to {dest} timed out after {after:?}")]
     WriteTimeout { dest: String, after: Duration },
-    #[error("close of {dest} failed: {reason}")]
-    Close { dest: String, reason: String },
     #[error("connection to {dest} ended: {reason}")]
     Peer {
         dest: String,
@@ -82,7 +81,7 @@ pub enum OutputError {
 
 impl OutputError {
     /// The phase, for metrics.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self {
             OutputError::Open { .. }
             | OutputError::Resolve { .. }
@@ -95,7 +94,6 @@ impl OutputError {
             OutputError::Write { .. }
             | OutputError::WriteTimeout { .. }
             | OutputError::Peer { .. } => Phase::Write,
-            OutputError::Close { .. } => Phase::Close,
             OutputError::Decode { .. } => Phase::Decode,
         }
     }
@@ -103,14 +101,14 @@ impl OutputError {
 
 /// Capped exponential backoff with full jitter.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         Backoff {
             initial,
             max,
@@ -119,7 +117,7 @@ impl Backoff {
     }
 
     /// The next wait: a random duration between half and all of `min(max, initial * 2^n)`.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let exp = self
             .initial
             .saturating_mul(1u32 << self.attempt.min(20))
@@ -129,17 +127,17 @@ impl Backoff {
         half + Duration::from_nanos(fastrand::u64(0..=(exp - half).as_nanos() as u64))
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 }
 
 /// Where a worker writes.
-pub enum Sink {
+pub(crate) enum Sink {
     Stream(StreamSink),
     Net(Box<NetSink>),
 }
@@ -170,34 +168,34 @@ const CHUNK: usize = 64 * 1024;
 
 /// What a successful delivery sent.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Sent {
-    pub events: u64,
-    pub bytes: u64,
+pub(crate) struct Sent {
+    pub(crate) events: u64,
+    pub(crate) bytes: u64,
 }
 
 /// A batch written on a connection, held (its body is a cheap `Bytes` clone) until that
 /// connection is confirmed or fails.
 #[derive(Debug, Clone)]
-pub struct Written {
+pub(crate) struct Written {
     /// The batch's place in the output's order (`run`'s sequence number).
-    pub seq: u64,
-    pub batch: StoredBatch,
-    pub sent: Sent,
+    pub(crate) seq: u64,
+    pub(crate) batch: StoredBatch,
+    pub(crate) sent: Sent,
 }
 
 /// One worker's state: its sink, its framer and the output's shared rate limit.
-pub struct Worker {
-    pub name: String,
-    pub sink: Sink,
-    pub framer: Framer,
-    pub metrics: Arc<Metrics>,
-    pub limit: Option<Arc<RateLimit>>,
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) sink: Sink,
+    pub(crate) framer: Framer,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) limit: Option<Arc<RateLimit>>,
 }
 
 impl Worker {
     /// Writes one whole batch and flushes it (for a network output: hands it to the socket;
     /// delivery is confirmed later, by the connection's close).
-    pub async fn deliver(&mut self, batch: &StoredBatch) -> Result<Sent, OutputError> {
+    pub(crate) async fn deliver(&mut self, batch: &StoredBatch) -> Result<Sent, OutputError> {
         self.sink.before_batch().await?;
         let mut frames = self.framer.batch(&batch.body);
         let mut out = Vec::with_capacity(CHUNK + 4096);
@@ -251,7 +249,7 @@ fn sinks(settings: &OutputSettings, metrics: &Arc<Metrics>) -> Result<Vec<Sink>,
 }
 
 /// Starts delivering output `settings` from `reader` until `stop`.
-pub fn spawn(
+pub(crate) fn spawn(
     settings: OutputSettings,
     reader: SpoolReader,
     metrics: Arc<Metrics>,

@@ -43,7 +43,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// How the peer's side of a connection ended, as the reader task saw it.
 #[derive(Debug, Clone)]
-pub enum PeerEnd {
+pub(crate) enum PeerEnd {
     /// A clean end of stream: the peer's FIN (TCP) or close_notify (TLS). `after_ours`: our
     /// own close had started when it arrived.
     Eof { after_ours: bool },
@@ -53,7 +53,7 @@ pub enum PeerEnd {
 
 impl PeerEnd {
     /// Why writes on a connection that ended this way (before our close) are not confirmed.
-    pub fn failure(&self) -> (ConfirmFailure, String) {
+    pub(crate) fn failure(&self) -> (ConfirmFailure, String) {
         match self {
             PeerEnd::Eof { .. } => (
                 ConfirmFailure::PeerClosed,
@@ -65,14 +65,14 @@ impl PeerEnd {
 }
 
 /// One open connection and the batches written on it that await confirmation.
-pub struct Conn {
+pub(crate) struct Conn {
     pub(super) writer: WriteHalf<Box<dyn Stream>>,
     /// The TCP socket under the (maybe TLS) stream, to read its send queue. Valid while
     /// `writer` lives (it shares ownership of the stream).
     pub(super) fd: RawFd,
     pub(super) tls: bool,
     /// `address (peer ip:port)`, for errors and logs.
-    pub dest: String,
+    pub(crate) dest: String,
     pub(super) opened: Instant,
     pub(super) last_used: Instant,
     /// `Some` once the reader saw the peer's side end.
@@ -81,11 +81,11 @@ pub struct Conn {
     pub(super) closing: Arc<AtomicBool>,
     reader: JoinHandle<()>,
     /// Written on this connection, not yet confirmed; in write order.
-    pub unconfirmed: Vec<Written>,
+    pub(crate) unconfirmed: Vec<Written>,
     /// Wire bytes of `unconfirmed`.
-    pub unconfirmed_bytes: u64,
+    pub(crate) unconfirmed_bytes: u64,
     /// When the oldest of `unconfirmed` was written.
-    pub first_unconfirmed: Option<Instant>,
+    pub(crate) first_unconfirmed: Option<Instant>,
     output: String,
     metrics: Arc<Metrics>,
 }
@@ -99,12 +99,12 @@ impl Drop for Conn {
 
 impl Conn {
     /// How the peer's side ended, if it has.
-    pub fn peer_end(&self) -> Option<PeerEnd> {
+    pub(crate) fn peer_end(&self) -> Option<PeerEnd> {
         self.ended.borrow().clone()
     }
 
     /// Waits until the peer's side ends.
-    pub async fn wait_peer_end(&mut self) -> PeerEnd {
+    pub(crate) async fn wait_peer_end(&mut self) -> PeerEnd {
         match self.ended.wait_for(|e| e.is_some()).await {
             Ok(e) => e.clone().unwrap_or(PeerEnd::Eof { after_ours: false }),
             // The reader is gone without a word (aborted): treat as a failure.
@@ -127,7 +127,7 @@ impl Conn {
     }
 
     /// Writes `data` within `after`; aborts at once when the peer's side ends meanwhile.
-    pub async fn write_all(
+    pub(crate) async fn write_all(
         &mut self,
         data: &[u8],
         after: std::time::Duration,
@@ -144,7 +144,7 @@ impl Conn {
     }
 
     /// Hands what TLS buffered to the socket, within `after`.
-    pub async fn flush(&mut self, after: std::time::Duration) -> Result<(), OutputError> {
+    pub(crate) async fn flush(&mut self, after: std::time::Duration) -> Result<(), OutputError> {
         let r = race_end(self.ended.clone(), timeout(after, self.writer.flush())).await;
         self.settle(r, after)
     }
@@ -172,7 +172,7 @@ impl Conn {
     }
 
     /// Takes note of a batch written on this connection.
-    pub fn record(&mut self, w: Written) {
+    pub(crate) fn record(&mut self, w: Written) {
         if self.unconfirmed.is_empty() {
             self.first_unconfirmed = Some(Instant::now());
         }
@@ -241,21 +241,21 @@ struct Dialer {
 }
 
 /// One pooled connection slot of a network output.
-pub struct NetSink {
+pub(crate) struct NetSink {
     output: String,
     pub(super) settings: Arc<NetSettings>,
     dialer: Dialer,
-    pub conn: Option<Conn>,
+    pub(crate) conn: Option<Conn>,
     /// The next connection, opened in the background while the current one nears rotation,
     /// so a rotation does not wait for a connect and a handshake.
     spare: Option<JoinHandle<Result<Conn, OutputError>>>,
     /// A connection of this slot was confirmed since the last failure: the peer accepts our
     /// client certificate, so the settle wait is skipped.
-    pub trusted: bool,
+    pub(crate) trusted: bool,
 }
 
 impl NetSink {
-    pub fn new(
+    pub(crate) fn new(
         output: String,
         settings: Arc<NetSettings>,
         tls: Option<TlsClient>,
@@ -285,7 +285,7 @@ impl NetSink {
 
     /// Why the current connection must be closed (and its writes confirmed) before more is
     /// written on it, if it must.
-    pub fn rotation_due(&self, now: Instant) -> Option<&'static str> {
+    pub(crate) fn rotation_due(&self, now: Instant) -> Option<&'static str> {
         let c = self.conn.as_ref()?;
         let s = &self.settings;
         if c.unconfirmed_bytes >= s.confirm_bytes {
@@ -306,14 +306,14 @@ impl NetSink {
     }
 
     /// When the oldest unconfirmed write of the current connection reaches `confirm_interval`.
-    pub fn confirm_deadline(&self) -> Option<Instant> {
+    pub(crate) fn confirm_deadline(&self) -> Option<Instant> {
         let c = self.conn.as_ref()?;
         c.first_unconfirmed
             .map(|t| t + self.settings.confirm_interval)
     }
 
     /// Makes sure a live connection is there before a batch is written.
-    pub async fn before_batch(&mut self) -> Result<(), OutputError> {
+    pub(crate) async fn before_batch(&mut self) -> Result<(), OutputError> {
         if let Some(c) = &self.conn {
             if c.unconfirmed.is_empty() && c.peer_end().is_some() {
                 tracing::info!(output = %self.output, dest = %c.dest, "the server closed the connection; reconnecting");
@@ -345,7 +345,7 @@ impl NetSink {
 
     /// Starts opening the next connection in the background, when the current one is halfway
     /// to its rotation and no spare is there or on its way.
-    pub fn prepare_spare(&mut self, now: Instant) {
+    pub(crate) fn prepare_spare(&mut self, now: Instant) {
         let Some(c) = &self.conn else { return };
         let s = &self.settings;
         let halfway = c.unconfirmed_bytes >= s.confirm_bytes / 2
@@ -359,14 +359,14 @@ impl NetSink {
     }
 
     /// Forgets the spare connection (after a failure, the next one is opened afresh).
-    pub fn drop_spare(&mut self) {
+    pub(crate) fn drop_spare(&mut self) {
         if let Some(h) = self.spare.take() {
             h.abort();
         }
     }
 
     /// The spare connection, if one was opened (for a graceful close on shutdown).
-    pub async fn take_spare(&mut self) -> Option<Conn> {
+    pub(crate) async fn take_spare(&mut self) -> Option<Conn> {
         let h = self.spare.take()?;
         if !h.is_finished() {
             h.abort(); // still connecting: not worth waiting for on the way out
@@ -377,7 +377,7 @@ impl NetSink {
             _ => None,
         }
     }
-    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
+    pub(crate) async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
         let after = self.settings.write_timeout;
         match &mut self.conn {
             Some(c) => c.write_all(data, after).await,
@@ -388,7 +388,7 @@ impl NetSink {
         }
     }
 
-    pub async fn flush(&mut self) -> Result<(), OutputError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), OutputError> {
         let after = self.settings.write_timeout;
         match &mut self.conn {
             Some(c) => c.flush(after).await,

@@ -13,7 +13,7 @@ use super::OutputError;
 const BUFFER: usize = 256 * 1024;
 
 /// A local byte stream.
-pub enum StreamSink {
+pub(crate) enum StreamSink {
     Stdout(BufWriter<tokio::io::Stdout>),
     File {
         path: PathBuf,
@@ -22,11 +22,11 @@ pub enum StreamSink {
 }
 
 impl StreamSink {
-    pub fn stdout() -> Self {
+    pub(crate) fn stdout() -> Self {
         StreamSink::Stdout(BufWriter::with_capacity(BUFFER, tokio::io::stdout()))
     }
 
-    pub fn file(path: PathBuf) -> Self {
+    pub(crate) fn file(path: PathBuf) -> Self {
         StreamSink::File { path, file: None }
     }
 
@@ -63,7 +63,7 @@ impl StreamSink {
         }
     }
 
-    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
+    pub(crate) async fn write_all(&mut self, data: &[u8]) -> Result<(), OutputError> {
         let dest = self.name();
         self.writer()
             .await?
@@ -72,23 +72,12 @@ impl StreamSink {
             .map_err(|source| OutputError::Write { dest, source })
     }
 
-    pub async fn flush(&mut self) -> Result<(), OutputError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), OutputError> {
         let dest = self.name();
         self.writer()
             .await?
             .flush()
             .await
             .map_err(|source| OutputError::Write { dest, source })
-    }
-
-    /// Forgets a broken file handle (and what its buffer held: the batch is written again).
-    pub fn reset(&mut self) {
-        match self {
-            StreamSink::Stdout(w) => {
-                // Drop unflushed bytes of the failed batch; stdout itself stays.
-                *w = BufWriter::with_capacity(BUFFER, tokio::io::stdout());
-            }
-            StreamSink::File { file, .. } => *file = None,
-        }
     }
 }

@@ -33,9 +33,9 @@ pub enum TlsConfigError {
 
 /// What a connection needs to start TLS.
 #[derive(Clone)]
-pub struct TlsClient {
-    pub connector: tokio_rustls::TlsConnector,
-    pub server_name: ServerName<'static>,
+pub(crate) struct TlsClient {
+    pub(crate) connector: tokio_rustls::TlsConnector,
+    pub(crate) server_name: ServerName<'static>,
 }
 
 fn load_certs(
@@ -59,7 +59,7 @@ fn load_certs(
 
 /// Builds the client side from the output's settings (reads the PEM files now, so a bad file
 /// stops the relay at start, not at the first batch).
-pub fn client(t: &TlsSettings) -> Result<TlsClient, TlsConfigError> {
+pub(crate) fn client(t: &TlsSettings) -> Result<TlsClient, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in load_certs("chain_filename", &t.chain_filename)? {
@@ -110,13 +110,13 @@ pub fn client(t: &TlsSettings) -> Result<TlsClient, TlsConfigError> {
 }
 
 /// The rustls error inside an I/O error, if any.
-pub fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+pub(crate) fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
 /// Says which side is wrong, for handshake errors.
-pub fn explain(e: &std::io::Error, server_name: &str) -> String {
+pub(crate) fn explain(e: &std::io::Error, server_name: &str) -> String {
     let Some(tls) = rustls_error(e) else {
         return e.to_string();
     };
@@ -142,7 +142,7 @@ pub fn explain(e: &std::io::Error, server_name: &str) -> String {
 }
 
 /// Alerts a server sends when it does not accept the client's certificate.
-pub fn is_client_cert_alert(alert: AlertDescription) -> bool {
+pub(crate) fn is_client_cert_alert(alert: AlertDescription) -> bool {
     matches!(
         alert,
         AlertDescription::BadCertificate

@@ -30,7 +30,7 @@ use super::confirm::{self, Unconfirmed};
 use super::net::{classify, NetSink, PeerEnd};
 use super::{Backoff, Job, OutputError, Sent, Sink, Worker, Written};
 use crate::config::OutputSettings;
-use crate::metrics::{ConfirmFailure, OutputMetrics, Phase};
+use crate::metrics::{ConfirmFailure, Event, OutputMetrics};
 use crate::spool::Position;
 
 /// A connection being closed in the background, with the batches written on it.
@@ -204,7 +204,6 @@ impl Work {
     /// written or the worker stops.
     async fn deliver(&mut self, (seq, batch): Job) {
         let metrics = self.metrics();
-        let m = metrics.output(&self.output);
         loop {
             if let Some(why) = self.net().and_then(|n| n.rotation_due(Instant::now())) {
                 self.rotate(why).await;
@@ -220,30 +219,29 @@ impl Work {
                 Err(e @ OutputError::Decode { .. }) => {
                     // Checked at ingest and checksummed in the spool: only a bug gets here.
                     // Resending cannot help; report it and move on.
-                    m.error(Phase::Decode);
-                    tracing::error!(output = %self.output, error = %e, "batch skipped");
+                    metrics.record(Event::BatchSkipped {
+                        output: &self.output,
+                        error: &e,
+                    });
                     let _ = self.done.send((seq, batch.end));
                     return;
                 }
                 Err(e) => {
-                    m.error(e.phase());
                     let (why, reason) = match &e {
                         OutputError::Peer { why, reason, .. } => (*why, reason.clone()),
                         OutputError::Write { source, .. } => (classify(source), e.to_string()),
                         other => (ConfirmFailure::Write, other.to_string()),
                     };
                     self.fail_conn(why, &reason);
-                    if self.stop.is_cancelled() {
-                        tracing::warn!(output = %self.output, error = %e, "delivery failed during shutdown; the batch stays in the spool");
-                        return;
-                    }
-                    tracing::warn!(
-                        output = %self.output,
-                        error = %e,
-                        attempt = self.backoff.attempts() + 1,
-                        "delivery failed; resending the whole batch"
-                    );
-                    if self.pause().await {
+                    let stopping = self.stop.is_cancelled();
+                    metrics.record(Event::DeliveryFailed {
+                        output: &self.output,
+                        phase: e.phase(),
+                        error: &e,
+                        attempt: self.backoff.attempts() + 1,
+                        stopping,
+                    });
+                    if stopping || self.pause().await {
                         return;
                     }
                 }
@@ -311,9 +309,13 @@ impl Work {
                 self.confirmed(batches, true);
             }
             Err(u) => {
-                m.error(Phase::Close);
+                metrics.record(Event::CloseFailed {
+                    output: &self.output,
+                    dest: &dest,
+                    reason: &u.reason,
+                    idle: batches.is_empty(),
+                });
                 if batches.is_empty() {
-                    tracing::info!(output = %self.output, %dest, reason = %u.reason, "close of an idle connection failed");
                     return;
                 }
                 self.unconfirmed(u.why, &u.reason, &dest, batches);
@@ -364,22 +366,14 @@ impl Work {
         dest: &str,
         batches: Vec<Written>,
     ) {
-        let metrics = self.metrics();
-        let m = metrics.output(&self.output);
-        let n = batches.len();
-        m.confirm_failure(why);
-        m.batches_resent.add(n as u64);
-        m.unconfirmed_batches.add(-(n as i64));
-        let events: u64 = batches.iter().map(|w| w.sent.events).sum();
-        tracing::warn!(
-            output = %self.output,
-            %dest,
-            reason = %reason,
-            batches = n,
-            events,
-            "writes not confirmed ({}): resending {n} batches",
-            why.label()
-        );
+        self.metrics().record(Event::Unconfirmed {
+            output: &self.output,
+            dest,
+            why,
+            reason,
+            batches: batches.len(),
+            events: batches.iter().map(|w| w.sent.events).sum(),
+        });
         if let Some(net) = self.net_mut() {
             net.trusted = false;
             net.drop_spare();

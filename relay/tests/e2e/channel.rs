@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::support::*;
-use sluice_relay::client::ClientError;
-use sluice_relay::protocol::EncodedBatch;
+use sluice_channel::client::ClientError;
+use sluice_channel::encode::EncodedBatch;
 
 const STDOUT: &str = "[[outputs]]\ntype = \"stdout\"\nhostname = \"testhost\"\n";
 
@@ -108,7 +108,7 @@ async fn keys_survive_a_restart() {
 }
 
 async fn refused(
-    client: &sluice_relay::client::ChannelClient,
+    client: &sluice_channel::client::ChannelClient,
     key: &str,
     b: EncodedBatch,
 ) -> (u16, String) {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use sluice_relay::client::ClientError;
+use sluice_channel::client::ClientError;
 
 fn relay_output(port: u16, extra: &str) -> String {
     format!(

@@ -40,7 +40,7 @@ fn batch_of(b: usize) -> (String, Vec<String>) {
     (format!("prod-1-{b}"), msgs)
 }
 
-async fn send(client: &sluice_relay::client::ChannelClient, b: usize) -> bool {
+async fn send(client: &sluice_channel::client::ChannelClient, b: usize) -> bool {
     let (key, msgs) = batch_of(b);
     let events: Vec<(&str, &str)> = msgs.iter().map(|m| ("my.app.spool", m.as_str())).collect();
     let c = client.send(&key, &batch(&events)).await.unwrap();

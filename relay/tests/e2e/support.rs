@@ -1,7 +1,7 @@
 //! What the relay's process-level tests share beyond the kit: start the real `sluice-relay`
 //! binary on 127.0.0.1:0 with a config written into the test's own directory, read the
 //! address it bound, talk to it with the channel client, build batches with the channel
-//! encoder (these two come from the relay crate, which the kit must not depend on).
+//! encoder (these two come from `sluice-channel`; the kit stays free of sluice crates).
 
 pub use sluice_testkit::devo::{assert_devo_line, ids};
 pub use sluice_testkit::metrics::{http_get, metric_value, wait_metric};
@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use sluice_relay::client::ChannelClient;
-use sluice_relay::protocol::{BatchEncoder, EncodedBatch};
+use sluice_channel::client::ChannelClient;
+use sluice_channel::encode::{BatchEncoder, EncodedBatch};
 
 /// A running relay process and the address it bound.
 pub struct Relay {

@@ -4,9 +4,9 @@
 //!
 //! - `decompress`: the collector's decompress stage (`sluice_formats::decompress::open`, gzip by magic)
 //!   reading a whole object;
-//! - `batch_encode`: `sluice_relay::protocol::BatchEncoder` at gzip levels 0, 1 and 6 (the
+//! - `batch_encode`: `sluice_channel::encode::BatchEncoder` at gzip levels 0, 1 and 6 (the
 //!   channel's cost in the collector);
-//! - `relay_check`: the relay's ingest check of a batch body (`sluice_relay::batch::check`:
+//! - `relay_check`: the relay's ingest check of a batch body (`sluice_channel::decode::check`:
 //!   gunzip + line rules);
 //! - `relay_framing`: the relay's Devo framing of a stored batch
 //!   (`sluice_relay::output::frame::Framer`), plain and in Devo's "zip" mode.
@@ -20,10 +20,10 @@ use std::io::Read;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_bench::corpus::{raw_object, Kind};
 use sluice_bench::roofline::{split, tag_of};
-use sluice_relay::batch::DecodeLimits;
+use sluice_channel::decode::DecodeLimits;
+use sluice_channel::encode::BatchEncoder;
 use sluice_relay::config::Framing;
 use sluice_relay::output::frame::Framer;
-use sluice_relay::protocol::BatchEncoder;
 
 fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     use std::io::Write;
@@ -111,7 +111,7 @@ fn stages(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(lines_bytes));
         g.sample_size(20);
         g.bench_function("level1_body", |b| {
-            b.iter(|| black_box(sluice_relay::batch::check(&body, limits).is_ok()))
+            b.iter(|| black_box(sluice_channel::decode::check(&body, limits).is_ok()))
         });
         g.finish();
 

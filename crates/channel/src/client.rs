@@ -15,10 +15,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::protocol::{
-    ChannelLimits, EncodedBatch, BATCHES_PATH, CONTENT_TYPE, EVENTS_HEADER, IDEMPOTENCY_HEADER,
-    LIMITS_PATH,
-};
+use crate::encode::EncodedBatch;
+use crate::limits::ChannelLimits;
+use crate::wire::{BATCHES_PATH, CONTENT_TYPE, EVENTS_HEADER, IDEMPOTENCY_HEADER, LIMITS_PATH};
 
 /// Where a relay listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

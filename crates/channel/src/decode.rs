@@ -10,7 +10,7 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 
-use crate::protocol::{validate_tag, MAX_TAG_BYTES};
+use crate::wire::{validate_tag, MAX_TAG_BYTES};
 
 const CHUNK: usize = 64 * 1024;
 
