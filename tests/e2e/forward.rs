@@ -151,58 +151,20 @@ async fn a_line_the_relay_names_malformed_is_dropped_alone() {
     );
 }
 
-/// A peer answering every POST with `status` and `reason`, and 404 to `GET /v1/limits`.
+/// A peer answering every POST with `status` and `reason`, and 404 to `GET /v1/limits`;
+/// returns its URL and the count of POSTs.
 async fn refusing(status: u16, reason: &'static str) -> (String, Arc<AtomicU64>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let posts = Arc::new(AtomicU64::new(0));
     let count = posts.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut s = BufReader::new(s);
-                loop {
-                    let (mut first, mut length) = (String::new(), 0usize);
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if s.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if first.is_empty() {
-                            first = line.clone();
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if s.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    let (code, text) = if first.starts_with("POST") {
-                        count.fetch_add(1, Ordering::Relaxed);
-                        (status, format!("{{\"error\":\"{reason}\"}}"))
-                    } else {
-                        (404, "{}".to_string())
-                    };
-                    let answer = format!(
-                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    if s.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let peer = StandIn::start(move |request| {
+        if request.method == "POST" {
+            count.fetch_add(1, Ordering::Relaxed);
+            (status, format!("{{\"error\":\"{reason}\"}}"))
+        } else {
+            (404, "{}".to_string())
         }
     });
-    (url, posts)
+    (peer.url(), posts)
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ pub use sluice_testkit::metrics::*;
 pub use sluice_testkit::moto::*;
 pub use sluice_testkit::process::{binary, Proc};
 pub use sluice_testkit::receiver::Receiver;
-pub use sluice_testkit::stand_in::SlowRelay;
+pub use sluice_testkit::stand_in::{SlowRelay, StandIn};
 pub use sluice_testkit::wait::*;
 pub use sluice_testkit::{free_port, gzip};
 
