@@ -72,8 +72,8 @@ pub struct ProcessorOptions {
     pub tag: Option<String>,
     /// Lines skipped at the top of each object (text processors). Default 0.
     pub skip_header_lines: Option<usize>,
-    /// Top-level field whose array becomes one event per element (`json`, `extract`;
-    /// `cloudtrail` uses `Records`).
+    /// Field whose array becomes one event per element (`json`, `extract`; `cloudtrail` uses
+    /// `Records`): a name or a dotted path into nested objects (`data.items`).
     pub expand_field: Option<String>,
     /// Dotted path of the field that becomes the event (`extract`, required there).
     pub extract_field: Option<String>,

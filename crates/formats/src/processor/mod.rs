@@ -159,8 +159,8 @@ pub struct ProcessorSpec {
     pub encoding: Encoding,
     /// Lines skipped at the top of each object (`lines`, `elb`, `w3c`, `vpc_flow`).
     pub skip_header_lines: usize,
-    /// Top-level field whose array is split into events (`json`, `extract`; `cloudtrail`
-    /// defaults to `Records`).
+    /// Field (a name or a dotted path) whose array is split into events (`json`, `extract`;
+    /// `cloudtrail` defaults to `Records`).
     pub expand_field: Option<String>,
     /// Dotted path of the field that becomes the event (`extract`).
     pub extract_field: Option<String>,
