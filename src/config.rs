@@ -1002,9 +1002,18 @@ tag = "cloud.aws.cloudtrail.events"
     fn shipped_example_configs_validate() {
         let dummy_env = |_: &str| Some("dummy".to_string());
         let mut checked = Vec::new();
-        for entry in std::fs::read_dir(repo_file("config")).unwrap() {
-            let path = entry.unwrap().path();
-            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        // config/examples/ holds whole collector configs for one kind of source each.
+        let files = ["config", "config/examples"]
+            .into_iter()
+            .flat_map(|dir| std::fs::read_dir(repo_file(dir)).unwrap())
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.is_file());
+        for path in files {
+            let file = path
+                .strip_prefix(repo_file("config"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             // `relay*.toml` are the relay's examples, checked by the relay's own tests.
             if !file.ends_with(".toml") || file.starts_with("relay") {
                 continue;
@@ -1020,10 +1029,13 @@ tag = "cloud.aws.cloudtrail.events"
             }
             checked.push(file);
         }
-        assert!(
-            checked.contains(&"collector.toml".to_string()),
-            "{checked:?}"
-        );
+        for expected in [
+            "collector.toml",
+            "examples/java-stacktrace.toml",
+            "examples/msk-broker.toml",
+        ] {
+            assert!(checked.contains(&expected.to_string()), "{checked:?}");
+        }
     }
 
     /// The collector's configuration tables in README.md: each key (`relay.url`, `base_url`)

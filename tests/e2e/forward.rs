@@ -1,7 +1,8 @@
 //! The collector's forward stage against the real relay binary: a batch refused for its
 //! size (413 under caps that shrank) or for one line (400 naming it) is repaired by a re-split
-//! and loses nothing else; a peer refusing every repair ends the batch, not the loop. Uses only
-//! the collector's public API (`sluice::delivery::forward::Forwarder`) and the channel crate.
+//! and loses nothing else; a peer refusing every repair ends the batch, not the loop; a multiline
+//! event (a Java stack trace) reaches Devo as one line. Uses only the collector's public API
+//! (`sluice::delivery::forward::Forwarder`), the channel crate and the formats crate.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,66 @@ fn numbered_with_long(long: usize) -> (EncodedBatch, Vec<String>) {
         }
     }
     (e.finish(), expected)
+}
+
+/// Events straight into a channel batch, as the collector's batcher does.
+struct Encode(BatchEncoder);
+
+impl sluice_formats::processor::EventSink for Encode {
+    fn emit(
+        &mut self,
+        tag: &str,
+        message: &[u8],
+    ) -> Result<(), sluice_formats::processor::SinkError> {
+        self.0.push(tag, message);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiline_event_crosses_the_channel_and_the_relay_as_one_line() {
+    use sluice_formats::processor::{
+        process, ObjectContext, ProcessingConfig, Selection, PROCESSING_KEYS,
+    };
+    assert!(PROCESSING_KEYS.contains(&"multiline"));
+    let p: ProcessingConfig = toml::from_str(
+        "tag = 'my.app.java'\n[multiline]\npattern = '^\\d{4}-'\nnegate = true\nmatch = 'after'\n",
+    )
+    .unwrap();
+    let p = p.resolve(256).unwrap();
+    let Selection::Process { spec, .. } = p.select("app.log") else {
+        panic!("skipped")
+    };
+    let object = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/formats/fixtures/objects/java_stacktrace.log"
+    ))
+    .unwrap();
+    let mut sink = Encode(BatchEncoder::new(1));
+    let stats = process(
+        &mut &object[..],
+        spec,
+        &ObjectContext::new("b", "app.log"),
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(stats.events, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (url, relay) = relay_with_limits(dir.path(), "max_event_bytes = 65536");
+    let c = forwarder(&url)
+        .deliver_with("multiline", Oversize::Truncate, &sink.0.finish())
+        .await
+        .unwrap();
+    assert_eq!(c.events, 3);
+    // Devo gets one syslog line per record; the joined lines are separated by `\n` (backslash,
+    // n) in the message, tabs kept.
+    let got = delivered(&relay, 3).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got[1].starts_with(
+        "2024-05-01 10:00:01,456 ERROR [worker-1] com.example.Job - job failed\\njava.lang.IllegalStateException: could not open /data/in.csv\\n\tat com.example.Job.open(Job.java:42)\\n"
+    ), "{}", got[1]);
+    assert!(got[1].ends_with("\\n\t... 2 more"), "{}", got[1]);
+    assert!(got[2].ends_with("com.example.App - done"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,9 @@
 //!
 //! | shape | recognised by | keys |
 //! |---|---|---|
-//! | SNS envelope | `Type` = `Notification` (`Message` re-classified, one layer only), `SubscriptionConfirmation`, `UnsubscribeConfirmation` | as the inner shape |
+//! | SNS envelope | `Type` = `Notification` (`Message` re-classified, one layer only), `SubscriptionConfirmation`, `UnsubscribeConfirmation`; or no `Type` but `TopicArn` and `Message` (a `Notification`) | as the inner shape |
 //! | `s3:TestEvent` | `Event` = `s3:TestEvent` | — |
-//! | S3 event notification (`s3`) | `Records[]` with `s3` entities, `eventVersion` 2.x | form-decoded (`+` → space, then `%XX`), once |
+//! | S3 event notification (`s3`) | `Records[]` with `s3` entities, `eventVersion` 2.x or none (`eventName` missing: a creation) | form-decoded (`+` → space, then `%XX`), once |
 //! | EventBridge (`eventbridge`) | `source` = `aws.s3` and a `detail-type` | as given; form-decoded spelling in `fallback_key` |
 //! | CrowdStrike FDR (`fdr`) | `bucket` and `files[]` | as given |
 //! | CloudTrail's SNS message (`cloudtrail`) | `s3Bucket` and `s3ObjectKey` array | as given |
@@ -224,10 +224,21 @@ fn classify_document(
     };
 
     // Only the three SNS types count as an envelope, so that some other JSON with a `Type`
-    // field falls through to the other shapes (and to `Unknown`).
-    if let Some(kind @ ("Notification" | "SubscriptionConfirmation" | "UnsubscribeConfirmation")) =
-        str_field(obj, "Type")
-    {
+    // field falls through to the other shapes (and to `Unknown`). Without any `Type` (dropped by
+    // a re-publisher or a hand-written message), `TopicArn` with `Message` is SNS's alone.
+    let sns_kind = match str_field(obj, "Type") {
+        Some(kind @ ("Notification" | "SubscriptionConfirmation" | "UnsubscribeConfirmation")) => {
+            Some(kind)
+        }
+        None if !obj.contains_key("Type")
+            && obj.get("TopicArn").is_some_and(Value::is_string)
+            && obj.contains_key("Message") =>
+        {
+            Some("Notification")
+        }
+        _ => None,
+    };
+    if let Some(kind) = sns_kind {
         if in_sns {
             return Err(NotificationError::Malformed {
                 shape: "sns",
@@ -378,13 +389,18 @@ fn s3_event(records: &Value) -> Result<Extracted, String> {
             .get("s3")
             .and_then(Value::as_object)
             .ok_or_else(|| format!("{at}.s3 is missing or not an object"))?;
-        // MinIO writes `s3:ObjectCreated:Put`, AWS `ObjectCreated:Put`.
-        let name = str_field(record, "eventName").unwrap_or("");
-        if !name
-            .strip_prefix("s3:")
-            .unwrap_or(name)
-            .starts_with("ObjectCreated:")
-        {
+        // MinIO writes `s3:ObjectCreated:Put`, AWS `ObjectCreated:Put`. A record without any
+        // `eventName` (S3-compatible stores that send only the `s3` entity) is taken as a
+        // creation: if the object is gone after all, fetching it says so (logged as missing),
+        // whereas skipping it would lose a new object without a trace.
+        let created = match str_field(record, "eventName") {
+            Some(name) => name
+                .strip_prefix("s3:")
+                .unwrap_or(name)
+                .starts_with("ObjectCreated:"),
+            None => !record.contains_key("eventName"),
+        };
+        if !created {
             out.skipped += 1;
             continue;
         }
@@ -610,6 +626,8 @@ mod tests {
         fixture!("eventbridge_guardduty_finding.json"),
         fixture!("fdr_batch.json"),
         fixture!("lambda_sqs_event.json"),
+        fixture!("sns_without_type.json"),
+        fixture!("s3_without_event_version.json"),
     ];
 
     /// The `Objects` of a body, or a panic naming what came instead.
@@ -767,6 +785,71 @@ mod tests {
                 timestamp: Some("2024-05-01T10:00:05.123Z".into()),
             })
         );
+    }
+
+    #[test]
+    fn sns_envelope_without_type_is_recognised_by_topic_arn_and_message() {
+        let (shape, objects, _, origin) = expect_objects(fixture!("sns_without_type.json"));
+        assert_eq!(shape, "sns+s3");
+        assert_eq!(objects.len(), 1);
+        assert_eq!(
+            (objects[0].bucket.as_str(), objects[0].key.as_str()),
+            ("acme-app-logs", "app/2024/05/01/web 1.log.gz")
+        );
+        let sns = origin.sns.expect("the envelope is recorded");
+        assert_eq!(
+            sns.topic_arn.as_deref(),
+            Some("arn:aws:sns:eu-west-1:000011112222:acme-republished")
+        );
+        assert_eq!(
+            sns.message_id.as_deref(),
+            Some("22222222-3333-4444-5555-666666666666")
+        );
+        // Both fields are needed, and any `Type` other than SNS's three is not an envelope.
+        let inner = r#"{\"Event\":\"s3:TestEvent\"}"#;
+        for body in [
+            format!(r#"{{"Message":"{inner}"}}"#),
+            format!(r#"{{"TopicArn":"t","Type":"Alarm","Message":"{inner}"}}"#),
+            format!(r#"{{"TopicArn":1,"Message":"{inner}"}}"#),
+        ] {
+            assert!(
+                matches!(classify(&body), Err(NotificationError::Unknown { .. })),
+                "{body}"
+            );
+        }
+        let body = format!(r#"{{"TopicArn":"t","Message":"{inner}"}}"#);
+        assert_eq!(classify(&body), Ok(Notification::TestEvent));
+        // One SNS layer only, with or without `Type`.
+        let twice = in_sns(fixture!("sns_without_type.json"));
+        assert!(matches!(
+            classify(&twice),
+            Err(NotificationError::Malformed { shape: "sns", .. })
+        ));
+    }
+
+    #[test]
+    fn s3_records_without_event_version_or_event_name_are_objects() {
+        let (shape, objects, skipped, _) =
+            expect_objects(fixture!("s3_without_event_version.json"));
+        assert_eq!((shape, skipped), ("s3", 1), "the deletion is still skipped");
+        let keys: Vec<_> = objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["edge/2024/05/01/node 1.log", "edge/2024/05/01/node-2.log"]
+        );
+        assert_eq!(objects[0].size, Some(77));
+        assert_eq!(objects[1].etag.as_deref(), Some("0123"));
+        // Without bucket name or key it is still malformed, named by path.
+        let e = classify(r#"{"Records":[{"s3":{"bucket":{"name":"b"},"object":{}}}]}"#);
+        assert!(
+            matches!(&e, Err(NotificationError::Malformed { shape: "s3", reason }) if reason.contains("Records[0].s3.object")),
+            "{e:?}"
+        );
+        // A non-string eventName is not a creation.
+        let (_, objects, skipped, _) = expect_objects(
+            r#"{"Records":[{"eventName":7,"s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#,
+        );
+        assert_eq!((objects.len(), skipped), (0, 1));
     }
 
     #[test]

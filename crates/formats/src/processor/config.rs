@@ -53,6 +53,7 @@ pub const PROCESSING_KEYS: &[&str] = &[
     "include_digests",
     "max_spill_bytes",
     "enrich_field",
+    "multiline",
     "include",
     "exclude",
     "selectors",
@@ -71,8 +72,8 @@ pub struct ProcessorOptions {
     pub tag: Option<String>,
     /// Lines skipped at the top of each object (text processors). Default 0.
     pub skip_header_lines: Option<usize>,
-    /// Top-level field whose array becomes one event per element (`json`, `extract`;
-    /// `cloudtrail` uses `Records`).
+    /// Field whose array becomes one event per element (`json`, `extract`; `cloudtrail` uses
+    /// `Records`): a name or a dotted path into nested objects (`data.items`).
     pub expand_field: Option<String>,
     /// Dotted path of the field that becomes the event (`extract`, required there).
     pub extract_field: Option<String>,
@@ -98,6 +99,10 @@ pub struct ProcessorOptions {
     /// Off by default. JSON object events get `"<enrich_field>":{"bucket":..,"key":..,
     /// "sqs_message_id":..,"sqs_sent_timestamp":..,"sqs_receive_count":..}` appended.
     pub enrich_field: Option<String>,
+    /// `lines` / `elb`: `{ pattern, negate, match, max_lines, max_bytes }`, joins lines into one
+    /// event (crates/formats/docs/formats.md, "Multiline"). A selector's table replaces the
+    /// input's whole.
+    pub multiline: Option<super::multiline::MultilineConfig>,
 }
 
 impl ProcessorOptions {
@@ -130,6 +135,7 @@ impl ProcessorOptions {
                 .enrich_field
                 .clone()
                 .or_else(|| base.enrich_field.clone()),
+            multiline: self.multiline.clone().or_else(|| base.multiline.clone()),
         }
     }
 }
@@ -324,6 +330,16 @@ fn resolve_options(
         }
         spec.enrich_field = Some(field.clone());
     }
+    if let Some(ml) = &o.multiline {
+        let at = format!("{at}.multiline");
+        if !matches!(kind, ProcessorKind::Lines | ProcessorKind::Elb) {
+            return Err(invalid(&at, "only the lines and elb processors join lines"));
+        }
+        spec.multiline = Some(
+            ml.resolve(MAX_MAX_EVENT_BYTES)
+                .map_err(|r| invalid(&at, r))?,
+        );
+    }
     spec.key_pattern = key_pattern.cloned();
     Ok(Resolved {
         spec,
@@ -434,7 +450,7 @@ mod tests {
         // Every listed key deserializes; a full table with all of them parses.
         let cfg = parse(
             r#"
-            processor = "json"
+            processor = "elb"
             tag = "my.app.x.y"
             skip_header_lines = 1
             expand_field = "Records"
@@ -449,6 +465,7 @@ mod tests {
             include_digests = true
             max_spill_bytes = 10
             enrich_field = "meta"
+            multiline = { pattern = '^\[', match = "after" }
             include = ["a"]
             exclude = ["b"]
             [[selectors]]
@@ -459,7 +476,8 @@ mod tests {
         let Selection::Process { spec, hints } = p.select("a") else {
             panic!("skipped")
         };
-        assert_eq!(spec.kind, ProcessorKind::Json);
+        assert_eq!(spec.kind, ProcessorKind::Elb);
+        assert!(spec.multiline.is_some());
         assert_eq!(spec.max_event_bytes, 1000);
         assert_eq!(spec.oversize, Oversize::Drop);
         assert_eq!(spec.encoding, Encoding::Latin1);
@@ -664,6 +682,39 @@ mod tests {
             r.unwrap();
             assert_eq!(sink.tags(), vec!["my.app.0123456789.ab"], "{key}");
         }
+    }
+
+    #[test]
+    fn multiline_is_resolved_per_spec_and_only_for_line_processors() {
+        let p = parse(
+            "processor = 'lines'\n[multiline]\npattern = '^\\['\nnegate = true\nmatch = 'after'\n\
+             [[selectors]]\nkey = 'a'\n[selectors.multiline]\npattern = 'x'\nmatch = 'before'\n\
+             max_lines = 3\nmax_bytes = 100\n",
+        )
+        .resolve(TAG_CAP)
+        .unwrap();
+        let ml = |key: &str| match p.select(key) {
+            Selection::Process { spec, .. } => spec.multiline.clone().unwrap(),
+            Selection::Skip { .. } => panic!("{key} skipped"),
+        };
+        let (input, sel) = (ml("x"), ml("a"));
+        assert_eq!((input.pattern.as_str(), input.negate), ("^\\[", true));
+        assert_eq!((input.max_lines, input.max_bytes), (500, None));
+        assert_eq!(sel.match_, super::super::multiline::MultilineMatch::Before);
+        assert_eq!(
+            (sel.negate, sel.max_lines, sel.max_bytes),
+            (false, 3, Some(100))
+        );
+        let e = parse("processor = 'json'\n[multiline]\npattern = 'x'\nmatch = 'after'")
+            .resolve(TAG_CAP)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("input.multiline:"), "{e}");
+        let e = parse(
+            "[[selectors]]\nkey = 'a'\n[selectors.multiline]\npattern = '('\nmatch = 'after'",
+        )
+        .resolve(TAG_CAP)
+        .unwrap_err();
+        assert!(e.to_string().starts_with("selectors[0].multiline:"), "{e}");
     }
 
     #[test]

@@ -64,6 +64,14 @@ processor = "parquet"
 [[selectors]]
 key = 'latin1/'
 encoding = "latin1"
+
+[[selectors]]
+key = '^app/java/'
+multiline = { pattern = '^\d{4}-\d{2}-\d{2} ', negate = true, match = "after" }
+
+[[selectors]]
+key = 'KafkaBrokerLogs/'
+multiline = { pattern = '^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\] ', negate = true, match = "after" }
 "#;
 
 fn processing() -> Processing {
@@ -372,4 +380,42 @@ fn excluded_and_marker_keys_are_skipped() {
     ] {
         assert!(matches!(p.select(key), Selection::Skip { .. }), "{key}");
     }
+}
+
+#[test]
+fn java_stack_trace_is_one_event_per_record() {
+    let (stats, sink) = run_ok("app/java/2024/05/01/app.log", "java_stacktrace.log");
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(msgs[1].starts_with("2024-05-01 10:00:01,456 ERROR [worker-1] com.example.Job - job failed\\njava.lang.IllegalStateException"));
+    assert!(msgs[1].contains("\\nCaused by: java.io.FileNotFoundException"));
+    assert!(msgs[1].ends_with("\\n\t... 2 more"));
+    assert!(
+        msgs.iter().all(|m| !m.contains('\n')),
+        "no raw LF reaches the sink"
+    );
+    assert_eq!((stats.escaped_newlines, stats.multiline_cut_lines), (1, 0));
+}
+
+#[test]
+fn msk_broker_log_is_one_event_per_record() {
+    let (stats, sink) = run_ok(
+        "AWSLogs/KafkaBrokerLogs/eu-west-1/cluster-1/2024-01-01-00/b-1-0.log.gz",
+        "msk_broker_multiline.log.gz",
+    );
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    assert_eq!(
+        msgs[1],
+        "[2024-01-01 00:00:01,000] INFO KafkaConfig values: \\n\tadvertised.listeners = \
+         PLAINTEXT://b-1.example:9092\\n\tauto.create.topics.enable = false\\n\tbroker.id = 1\\n \
+         (kafka.server.KafkaConfig)"
+    );
+    assert!(msgs[2].ends_with("\\norg.apache.kafka.common.errors.NotLeaderOrFollowerException: This server is not the leader for that topic-partition."));
+    // The object ends without a final LF: its last record is flushed, not lost.
+    assert_eq!(
+        msgs[3],
+        "[2024-01-01 00:00:03,000] WARN slow (kafka.server.ReplicaManager)"
+    );
+    assert_eq!(stats.escaped_newlines, 2);
 }

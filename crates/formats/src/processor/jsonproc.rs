@@ -2,7 +2,8 @@
 //! `json` / `cloudtrail` / `extract` (whole documents, streamed).
 //!
 //! Documents: values follow each other with or without whitespace (`}{` works). A top-level
-//! array becomes one event per element. With `expand_field` (`cloudtrail`: `Records`), an object
+//! array becomes one event per element. With `expand_field` (`cloudtrail`: `Records`; a dotted
+//! path such as `data.items` reaches into nested objects, see `expand_object`), an object
 //! holding that field becomes one event per element of its array (a non-array value is one
 //! event, `null` none), streamed so that only one element is in memory; an object without the
 //! field is one event (CloudTrail digests, when they are processed). Anything else is one event.
@@ -102,11 +103,7 @@ pub(crate) fn documents(
         text: Vec::new(),
     };
     let cap = spec.max_event_bytes;
-    let field = spec
-        .expand_field
-        .as_deref()
-        .map(|f| format!("\"{f}\"").into_bytes());
-    let mut key = Vec::new();
+    let path = spec.expand_field.as_deref().map(str::as_bytes);
     let mut doc = Vec::new();
     loop {
         out.stats.bytes_in = r.offset;
@@ -116,67 +113,13 @@ pub(crate) fn documents(
                 r.bump();
                 array(&mut r, &mut docs, out)?;
             }
-            Some(b'{') if field.is_some() => {
-                let field = field.as_deref().unwrap_or_default();
+            Some(b'{') if path.is_some() => {
                 r.bump();
                 doc.clear();
                 doc.push(b'{');
                 let mut doc_cut = false;
-                let mut found = false;
-                if r.peek()? == Some(b'}') {
-                    r.bump();
-                } else {
-                    loop {
-                        if r.peek()? != Some(b'"') {
-                            return Err(r.error("expected a member name"));
-                        }
-                        key.clear();
-                        r.value(&mut key, true, 4096)?;
-                        r.expect(b':', "expected ':' after a member name")?;
-                        if key == field {
-                            found = true;
-                            match r.peek()? {
-                                Some(b'[') => {
-                                    r.bump();
-                                    array(&mut r, &mut docs, out)?;
-                                }
-                                _ => {
-                                    docs.rec.clear();
-                                    match r.record(&mut docs.rec, cap)? {
-                                        Some(cut) if docs.rec != b"null" => {
-                                            let rec = std::mem::take(&mut docs.rec);
-                                            let res = docs.record(&rec, cut, out);
-                                            docs.rec = rec;
-                                            res?;
-                                        }
-                                        Some(_) => {}
-                                        None => out.stats.malformed_records += 1,
-                                    }
-                                }
-                            }
-                        } else if found {
-                            r.value(&mut doc, false, 0)?;
-                        } else {
-                            // Kept in case the field never comes: then the object is the event.
-                            if doc.len() > 1 {
-                                doc_cut |= push_capped(&mut doc, b",", cap);
-                            }
-                            doc_cut |= push_capped(&mut doc, &key, cap);
-                            doc_cut |= push_capped(&mut doc, b":", cap);
-                            doc_cut |= r.value(&mut doc, true, cap)?;
-                        }
-                        match r.peek()? {
-                            Some(b',') => r.bump(),
-                            Some(b'}') => {
-                                r.bump();
-                                break;
-                            }
-                            _ => return Err(r.error("expected ',' or '}' in an object")),
-                        }
-                    }
-                }
-                if !found {
-                    doc_cut |= push_capped(&mut doc, b"}", cap);
+                let path = path.unwrap_or_default();
+                if !expand_object(&mut r, &mut docs, out, path, &mut doc, &mut doc_cut)? {
                     docs.record(&doc, doc_cut, out)?;
                 }
             }
@@ -195,6 +138,104 @@ pub(crate) fn documents(
     }
     out.stats.bytes_in = r.offset;
     Ok(())
+}
+
+/// Reads the members of an object whose `{` was consumed, through its `}`, and expands the
+/// value at `path` (`expand_field`). Member names are compared as written, without their quotes:
+/// a member named `path` itself is expanded (so a name holding dots, `"a.b"`, works as before);
+/// a member named by a dotted prefix of `path` (`a`, or `a.b`, for `a.b.c`) whose value is an
+/// object is searched for the rest. The first member in document order that leads to the field
+/// wins; a search that finds nothing goes on with the next members. Until the field is found the
+/// members are copied compact into `doc` (capped, `cut` set when something was left out), so
+/// that an object without it can be the event; after that they are skipped. Returns whether the
+/// field was found.
+fn expand_object(
+    r: &mut JsonReader<'_>,
+    docs: &mut Docs<'_>,
+    out: &mut Emitter<'_>,
+    path: &[u8],
+    doc: &mut Vec<u8>,
+    cut: &mut bool,
+) -> Result<bool, ProcessError> {
+    let cap = docs.spec.max_event_bytes;
+    let mut key = Vec::new();
+    let mut found = false;
+    let mut first = true;
+    if r.peek()? == Some(b'}') {
+        r.bump();
+        *cut |= push_capped(doc, b"}", cap);
+        return Ok(false);
+    }
+    loop {
+        if r.peek()? != Some(b'"') {
+            return Err(r.error("expected a member name"));
+        }
+        key.clear();
+        r.value(&mut key, true, 4096)?;
+        r.expect(b':', "expected ':' after a member name")?;
+        let name = key.get(1..key.len().saturating_sub(1)).unwrap_or_default();
+        if found {
+            r.value(doc, false, 0)?;
+        } else if name == path {
+            found = true;
+            expand_value(r, docs, out)?;
+        } else {
+            if !first {
+                *cut |= push_capped(doc, b",", cap);
+            }
+            first = false;
+            *cut |= push_capped(doc, &key, cap);
+            *cut |= push_capped(doc, b":", cap);
+            let prefix =
+                path.len() > name.len() && path.starts_with(name) && path[name.len()] == b'.';
+            if prefix && r.peek()? == Some(b'{') {
+                r.bump();
+                *cut |= push_capped(doc, b"{", cap);
+                found = expand_object(r, docs, out, &path[name.len() + 1..], doc, cut)?;
+            } else {
+                *cut |= r.value(doc, true, cap)?;
+            }
+        }
+        match r.peek()? {
+            Some(b',') => r.bump(),
+            Some(b'}') => {
+                r.bump();
+                break;
+            }
+            _ => return Err(r.error("expected ',' or '}' in an object")),
+        }
+    }
+    if !found {
+        *cut |= push_capped(doc, b"}", cap);
+    }
+    Ok(found)
+}
+
+/// The value of `expand_field`: an array is one event per element, `null` none, anything else
+/// one event.
+fn expand_value(
+    r: &mut JsonReader<'_>,
+    docs: &mut Docs<'_>,
+    out: &mut Emitter<'_>,
+) -> Result<(), ProcessError> {
+    if r.peek()? == Some(b'[') {
+        r.bump();
+        return array(r, docs, out);
+    }
+    docs.rec.clear();
+    match r.record(&mut docs.rec, docs.spec.max_event_bytes)? {
+        Some(cut) if docs.rec != b"null" => {
+            let rec = std::mem::take(&mut docs.rec);
+            let res = docs.record(&rec, cut, out);
+            docs.rec = rec;
+            res
+        }
+        Some(_) => Ok(()),
+        None => {
+            out.stats.malformed_records += 1;
+            Ok(())
+        }
+    }
 }
 
 /// Appends what fits under `cap`; true when something was left out.
@@ -307,6 +348,76 @@ mod tests {
             &spec,
         );
         assert_eq!(msgs, vec![r#"{"i":1}"#, r#"{"i":2}"#]);
+    }
+
+    fn expand(path: &str) -> ProcessorSpec {
+        let mut spec = ProcessorSpec::new(ProcessorKind::Json);
+        spec.expand_field = Some(path.into());
+        spec
+    }
+
+    #[test]
+    fn expand_field_follows_a_nested_path() {
+        let doc = br#"{"meta":{"v":1},"data":{"page":2,"items":{"list":[{"i":1},{"i":2}],"n":2}},"after":true}
+{"data":{"items":{"list":{"one":1}}}}
+{"data":{"items":{"list":null}}}
+{"data":{"items":{"other":[1]}},"z":"0"}
+{"data":[{"list":[9]}]}"#;
+        let (stats, msgs) = run(doc, &expand("data.items.list"));
+        assert_eq!(
+            msgs,
+            vec![
+                r#"{"i":1}"#,
+                r#"{"i":2}"#,
+                r#"{"one":1}"#,
+                // Without the field, the document is the event, whole and compact.
+                r#"{"data":{"items":{"other":[1]}},"z":"0"}"#,
+                // `data` is no object here: nothing to descend into.
+                r#"{"data":[{"list":[9]}]}"#,
+            ]
+        );
+        assert_eq!(stats.malformed_records, 0);
+        // A top-level name still works, and is a one-segment path.
+        let (_, msgs) = run(br#"{"a":{"b":[1]},"c":[2,3]}"#, &expand("c"));
+        assert_eq!(msgs, vec!["2", "3"]);
+    }
+
+    #[test]
+    fn expand_field_with_dots_in_member_names() {
+        let spec = expand("a.b.c");
+        // A member whose name is the whole path, or a dotted prefix of it, matches as written.
+        let (_, msgs) = run(br#"{"x":0,"a.b.c":[1,2]}"#, &spec);
+        assert_eq!(msgs, vec!["1", "2"]);
+        let (_, msgs) = run(br#"{"a.b":{"c":[3]}}"#, &spec);
+        assert_eq!(msgs, vec!["3"]);
+        let (_, msgs) = run(br#"{"a":{"b.c":[4]}}"#, &spec);
+        assert_eq!(msgs, vec!["4"]);
+        // The first member in document order that leads to the field wins ...
+        let (_, msgs) = run(br#"{"a":{"b":{"c":[5]}},"a.b.c":[6]}"#, &spec);
+        assert_eq!(msgs, vec!["5"]);
+        let (_, msgs) = run(br#"{"a.b.c":[6],"a":{"b":{"c":[5]}}}"#, &spec);
+        assert_eq!(msgs, vec!["6"]);
+        // ... and a prefix that does not lead to it lets the search go on.
+        let (_, msgs) = run(br#"{"a":{"b":{"d":1}},"a.b.c":[7]}"#, &spec);
+        assert_eq!(msgs, vec!["7"]);
+    }
+
+    #[test]
+    fn nested_expand_streams_and_caps_the_document_kept_for_the_fallback() {
+        let mut spec = expand("a.b");
+        spec.max_event_bytes = 12;
+        let (stats, msgs) = run(br#"{"a":{"x":"0123456789"}}"#, &spec);
+        assert_eq!(msgs, vec![r#"{"a":{"x":"0"#]);
+        assert_eq!(stats.truncated, 1);
+        // Extract honours the nested expansion too.
+        let mut spec = ProcessorSpec::new(ProcessorKind::Extract);
+        spec.expand_field = Some("batch.events".into());
+        spec.extract_field = Some("msg".into());
+        let (_, msgs) = run(
+            br#"{"batch":{"id":1,"events":[{"msg":"a"},{"msg":"b"}]}}"#,
+            &spec,
+        );
+        assert_eq!(msgs, vec!["a", "b"]);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - `emit`: the last step of every processor (charset, LF escaping, length cap, tag, enrichment);
 //! - `json`: a byte-level streaming JSON scanner that slices records without parsing them;
 //! - one file per family of processors: `text` (lines, vpc_flow, w3c, elb), `jsonproc` (json,
-//!   cloudtrail, json_lines, fdr, extract), `cloudwatch`, `parquet`.
+//!   cloudtrail, json_lines, fdr, extract), `cloudwatch`, `parquet`;
+//! - [`multiline`]: the `multiline` option of `lines` (one event per group of lines).
 //!
 //! It does not fetch, decompress (see [`crate::decompress`]) or batch.
 
@@ -27,6 +28,7 @@ mod fixtures;
 mod imperva;
 mod json;
 mod jsonproc;
+pub mod multiline;
 mod parquet;
 #[cfg(test)]
 mod samples;
@@ -157,8 +159,8 @@ pub struct ProcessorSpec {
     pub encoding: Encoding,
     /// Lines skipped at the top of each object (`lines`, `elb`, `w3c`, `vpc_flow`).
     pub skip_header_lines: usize,
-    /// Top-level field whose array is split into events (`json`, `extract`; `cloudtrail`
-    /// defaults to `Records`).
+    /// Field (a name or a dotted path) whose array is split into events (`json`, `extract`;
+    /// `cloudtrail` defaults to `Records`).
     pub expand_field: Option<String>,
     /// Dotted path of the field that becomes the event (`extract`).
     pub extract_field: Option<String>,
@@ -176,6 +178,8 @@ pub struct ProcessorSpec {
     pub enrich_field: Option<String>,
     /// The selector's key regex, whose named captures fill tag templates.
     pub key_pattern: Option<regex::Regex>,
+    /// `lines` / `elb`: join lines into one event (Filebeat's multiline).
+    pub multiline: Option<multiline::Multiline>,
 }
 
 impl ProcessorSpec {
@@ -198,6 +202,7 @@ impl ProcessorSpec {
             max_spill_bytes: DEFAULT_MAX_SPILL_BYTES,
             enrich_field: None,
             key_pattern: None,
+            multiline: None,
         }
     }
 
@@ -271,6 +276,9 @@ pub struct ObjectStats {
     /// JSON records without the `extract_field` (skipped), or `json_lines` lines that were not
     /// JSON (emitted as they were).
     pub malformed_records: u64,
+    /// `multiline`: lines left out of an event, whole or in part, because the event reached
+    /// `max_lines` or `max_bytes` (the rest of such a group is dropped, as Filebeat does).
+    pub multiline_cut_lines: u64,
 }
 
 /// Why an object could not be processed to its end. Offsets count decompressed bytes.

@@ -4,7 +4,7 @@
 //!
 //! Lines are handed out as slices of the reader's buffer when they fit in it (no copy); a line
 //! longer than the cap is cut while reading, so one huge line never grows memory. Empty lines
-//! are skipped everywhere. It does not join multi-line records (Java stack traces stay split).
+//! are skipped everywhere. Joining lines into one event (`multiline`) is `super::multiline`.
 
 use std::borrow::Cow;
 use std::io::BufRead;
@@ -142,7 +142,7 @@ fn finish(line: &[u8], cut: bool, end: u64) -> Line<'_> {
 }
 
 /// Skips `spec.skip_header_lines` lines, counted.
-fn skip_headers(
+pub(crate) fn skip_headers(
     input: &mut dyn BufRead,
     reader: &mut LineReader,
     spec: &ProcessorSpec,
@@ -157,12 +157,15 @@ fn skip_headers(
     Ok(())
 }
 
-/// `lines` and `elb`: one event per non-empty line.
+/// `lines` and `elb`: one event per non-empty line, or per group of lines with `multiline`.
 pub(crate) fn lines(
     input: &mut dyn BufRead,
     spec: &ProcessorSpec,
     out: &mut Emitter<'_>,
 ) -> Result<(), ProcessError> {
+    if let Some(ml) = &spec.multiline {
+        return super::multiline::lines(input, spec, ml, out);
+    }
     let mut reader = LineReader::new(spec.max_event_bytes);
     skip_headers(input, &mut reader, spec, out)?;
     while let Some(line) = reader.next(input)? {
