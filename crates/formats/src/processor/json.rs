@@ -84,7 +84,7 @@ fn token_start(c: u8) -> u8 {
 }
 
 /// The token state after byte `c`, 0 if `c` cannot come next.
-#[inline]
+#[inline(always)]
 fn token_step(tok: u8, c: u8) -> u8 {
     if tok >= LIT {
         let word = WORDS[usize::from((tok - LIT) / 8)];
@@ -106,6 +106,23 @@ fn token_step(tok: u8, c: u8) -> u8 {
         (N_E | N_ESIGN | N_EXP, b'0'..=b'9') => N_EXP,
         _ => 0,
     }
+}
+
+/// Runs a number or literal on from `buf[i]` through its ordinary bytes: returns where they
+/// end (a delimiter or the chunk's end), or the position of a byte that cannot come next.
+#[inline(always)]
+fn token_run(buf: &[u8], mut i: usize, tok: &mut u8) -> Result<usize, usize> {
+    while let Some(&c) = buf.get(i) {
+        if CLASS[usize::from(c)] != ORDINARY {
+            break;
+        }
+        *tok = token_step(*tok, c);
+        if *tok == 0 {
+            return Err(i);
+        }
+        i += 1;
+    }
+    Ok(i)
 }
 
 /// True when a token in state `tok` is a whole number or literal.
@@ -190,6 +207,9 @@ impl Scan {
         let mut in_str = self.in_str;
         let mut done = false;
         let mut error: Option<&'static str> = None;
+        // Whether the innermost open container is an object (`objects` bit depth-1), kept in a
+        // local so that commas do not shift a u128.
+        let mut in_object = depth > 0 && objects & (1u128 << (depth - 1)) != 0;
         if in_str {
             match skip_string(buf, 0, &mut esc) {
                 Ok(Some(end)) => {
@@ -204,31 +224,28 @@ impl Scan {
                 }
             }
         }
-        while !done && error.is_none() && i < len {
-            let c = buf[i];
-            let class = CLASS[usize::from(c)];
-            if tok != 0 {
-                if class == ORDINARY {
-                    tok = token_step(tok, c);
-                    if tok == 0 {
-                        error = Some(BAD_TOKEN);
-                        break;
-                    }
-                    i += 1;
-                    continue;
-                }
-                if !token_complete(tok) {
+        if tok != 0 && !done && error.is_none() {
+            // A number or literal that went on from the last chunk.
+            match token_run(buf, i, &mut tok) {
+                Ok(end) => i = end,
+                Err(at) => {
+                    i = at;
                     error = Some(BAD_TOKEN);
-                    break;
-                }
-                tok = 0;
-                expect = E_AFTER;
-                if depth == 0 {
-                    done = true;
-                    break;
                 }
             }
-            match class {
+            if error.is_none() && i < len {
+                if token_complete(tok) {
+                    tok = 0;
+                    expect = E_AFTER;
+                    done = depth == 0;
+                } else {
+                    error = Some(BAD_TOKEN);
+                }
+            }
+        }
+        while !done && error.is_none() && i < len {
+            let c = buf[i];
+            match CLASS[usize::from(c)] {
                 ORDINARY => {
                     if expect > E_FIRST_VALUE {
                         error = Some(unexpected(expect));
@@ -239,7 +256,27 @@ impl Scan {
                         error = Some(unexpected(expect));
                         break;
                     }
-                    i += 1;
+                    match token_run(buf, i + 1, &mut tok) {
+                        Ok(end) => i = end,
+                        Err(at) => {
+                            i = at;
+                            error = Some(BAD_TOKEN);
+                            break;
+                        }
+                    }
+                    if i == len {
+                        break;
+                    }
+                    if !token_complete(tok) {
+                        error = Some(BAD_TOKEN);
+                        break;
+                    }
+                    tok = 0;
+                    expect = E_AFTER;
+                    if depth == 0 {
+                        done = true;
+                        break;
+                    }
                 }
                 QUOTE => {
                     expect = match expect {
@@ -250,10 +287,13 @@ impl Scan {
                             break;
                         }
                     };
-                    match skip_string(buf, i + 1, &mut esc) {
+                    match skip_string_body(buf, i + 1, &mut esc) {
                         Ok(Some(end)) => {
                             i = end;
-                            done = depth == 0;
+                            if depth == 0 {
+                                done = true;
+                                break;
+                            }
                         }
                         Ok(None) => {
                             in_str = true;
@@ -263,6 +303,7 @@ impl Scan {
                             in_str = true;
                             i = at;
                             error = Some(why);
+                            break;
                         }
                     }
                 }
@@ -276,7 +317,8 @@ impl Scan {
                         break;
                     }
                     let bit = 1u128 << depth;
-                    if c == b'{' {
+                    in_object = c == b'{';
+                    if in_object {
                         objects |= bit;
                         expect = E_FIRST_KEY;
                     } else {
@@ -291,12 +333,15 @@ impl Scan {
                         error = Some(unexpected(expect));
                         break;
                     }
-                    let object = objects & (1u128 << (depth - 1)) != 0;
-                    if object != (c == b'}') {
+                    if in_object != (c == b'}') {
                         error = Some("mismatched bracket");
                         break;
                     }
-                    let first = if object { E_FIRST_KEY } else { E_FIRST_VALUE };
+                    let first = if in_object {
+                        E_FIRST_KEY
+                    } else {
+                        E_FIRST_VALUE
+                    };
                     if expect != E_AFTER && expect != first {
                         error = Some(match expect {
                             E_VALUE | E_KEY => TRAILING_COMMA,
@@ -307,7 +352,11 @@ impl Scan {
                     depth -= 1;
                     expect = E_AFTER;
                     i += 1;
-                    done = depth == 0;
+                    if depth == 0 {
+                        done = true;
+                        break;
+                    }
+                    in_object = objects & (1u128 << (depth - 1)) != 0;
                 }
                 SPACE => {
                     flush(buf, seg, i, out, copy, cap, &mut self.cut);
@@ -322,11 +371,7 @@ impl Scan {
                         error = Some(unexpected(expect));
                         break;
                     }
-                    expect = if objects & (1u128 << (depth - 1)) != 0 {
-                        E_KEY
-                    } else {
-                        E_VALUE
-                    };
+                    expect = if in_object { E_KEY } else { E_VALUE };
                     i += 1;
                 }
                 _ => {
@@ -416,6 +461,16 @@ fn skip_string(
             return Ok(None);
         }
     }
+    skip_string_body(buf, i, esc)
+}
+
+/// [`skip_string`] with no escape in progress (`esc` is 0): right after an opening quote.
+#[inline(always)]
+fn skip_string_body(
+    buf: &[u8],
+    mut i: usize,
+    esc: &mut u8,
+) -> Result<Option<usize>, (usize, &'static str)> {
     loop {
         let Some(j) = find_string_special(buf.get(i..).unwrap_or_default()) else {
             return Ok(None);
@@ -423,13 +478,17 @@ fn skip_string(
         i += j;
         match buf[i] {
             b'"' => return Ok(Some(i + 1)),
-            b'\\' => {
-                *esc = ESC_START;
-                i = finish_escape(buf, i + 1, esc)?;
-                if *esc != 0 {
-                    return Ok(None);
+            b'\\' => match buf.get(i + 1) {
+                // The common escapes, whole in this chunk: no state machine needed.
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                _ => {
+                    *esc = ESC_START;
+                    i = finish_escape(buf, i + 1, esc)?;
+                    if *esc != 0 {
+                        return Ok(None);
+                    }
                 }
-            }
+            },
             _ => return Err((i, CONTROL_IN_STRING)),
         }
     }
@@ -526,7 +585,7 @@ fn find_string_special(s: &[u8]) -> Option<usize> {
     const BACKSLASH: u64 = LO * b'\\' as u64;
     const SPACE: u64 = LO * 0x20;
     let mut i = 0;
-    while i + 8 <= s.len() && i < 32 {
+    while i + 8 <= s.len() && i < SWAR_BYTES {
         let mut word = [0u8; 8];
         word.copy_from_slice(&s[i..i + 8]);
         let w = u64::from_le_bytes(word);
@@ -542,7 +601,7 @@ fn find_string_special(s: &[u8]) -> Option<usize> {
         }
         i += 8;
     }
-    if i >= 32 {
+    if i >= SWAR_BYTES {
         let rest = &s[i..];
         let end = memchr::memchr2(b'"', b'\\', rest);
         let span = &rest[..end.unwrap_or(rest.len())];
@@ -567,7 +626,7 @@ fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
     const QUOTE: u64 = LO * b'"' as u64;
     const BACKSLASH: u64 = LO * b'\\' as u64;
     let mut i = 0;
-    while i + 8 <= s.len() && i < 32 {
+    while i + 8 <= s.len() && i < SWAR_BYTES {
         let mut word = [0u8; 8];
         word.copy_from_slice(&s[i..i + 8]);
         let w = u64::from_le_bytes(word);
@@ -581,7 +640,7 @@ fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
         }
         i += 8;
     }
-    if i >= 32 {
+    if i >= SWAR_BYTES {
         return memchr::memchr2(b'"', b'\\', &s[i..]).map(|j| i + j);
     }
     s[i..]
@@ -589,6 +648,11 @@ fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
         .position(|&c| c == b'"' || c == b'\\')
         .map(|j| i + j)
 }
+
+/// How far [`find_string_special`] searches in a register before calling out: with three
+/// tests per word the register search still beats a `memchr2` call plus a control check on
+/// the strings of CloudTrail-like records (ARNs, user agents), most under 64 bytes.
+const SWAR_BYTES: usize = 64;
 
 /// Position of the first byte below 0x20: whole 32-byte blocks are tested branch-free (the
 /// compiler vectorises the fold), then searched only when one holds such a byte.
