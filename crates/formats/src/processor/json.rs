@@ -1416,6 +1416,26 @@ mod tests {
     }
 
     #[test]
+    fn string_search_finds_quotes_backslashes_and_control_bytes() {
+        // Lengths on both sides of the register search's 64 bytes and the 32-byte blocks.
+        let naive = |t: &[u8]| t.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        for len in 0..200 {
+            for pos in (0..=len).step_by(3) {
+                for c in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut t = vec![b'a'; len];
+                    if pos < len {
+                        t[pos] = c;
+                    }
+                    assert_eq!(find_string_special(&t), naive(&t), "{len} {pos} {c}");
+                }
+            }
+        }
+        // Bytes next to the searched ones are not matches.
+        let t = [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0xa2, 0xdc].repeat(20);
+        assert_eq!(find_string_special(&t), None);
+    }
+
+    #[test]
     fn string_round_trip() {
         let mut out = Vec::new();
         write_json_string(b"a\"b\\c\nd\x01", &mut out);
