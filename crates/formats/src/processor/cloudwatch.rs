@@ -9,13 +9,17 @@
 //! Entries are streamed one at a time; the envelope fields must come before `logEvents`, as
 //! CloudWatch writes them (fields that come later are not added to the entries).
 //!
+//! A log event that is not valid JSON meets `invalid_json` and the next one goes on (when its
+//! brackets balance); damage to the envelope ends the object with an error.
+//!
 //! It does not handle Firehose's own "decompress + extract message" mode: use `lines` there.
 
 use std::borrow::Cow;
 use std::io::BufRead;
 
 use super::emit::Emitter;
-use super::json::{find_member, json_field, value_text, JsonReader};
+use super::json::{find_member, json_field, value_text, JsonReader, Record};
+use super::jsonproc::invalid_record;
 use super::tag::FieldSource;
 use super::{ProcessError, ProcessorSpec};
 
@@ -102,9 +106,17 @@ pub(crate) fn process(
                 } else {
                     loop {
                         entry.clear();
-                        let cut = r.value(&mut entry, true, cap)?;
+                        let read = r.record(&mut entry, cap)?;
                         out.stats.bytes_in = r.offset;
-                        emit_entry(&entry, cut, &env, spec, out, &mut event, &mut scratch)?;
+                        match read {
+                            Record::Valid(cut) => {
+                                emit_entry(&entry, cut, &env, spec, out, &mut event, &mut scratch)?
+                            }
+                            Record::TooDeep => out.stats.malformed_records += 1,
+                            Record::Invalid { offset, reason } => {
+                                invalid_record(&entry, offset, reason, spec, out)?
+                            }
+                        }
                         match r.peek()? {
                             Some(b',') => r.bump(),
                             Some(b']') => {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::tag::TagTemplate;
 use super::{
-    Encoding, Oversize, ProcessorKind, ProcessorSpec, DEFAULT_MAX_EVENT_BYTES,
+    Encoding, InvalidJson, Oversize, ProcessorKind, ProcessorSpec, DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_SPILL_BYTES,
 };
 use crate::decompress::Hints;
@@ -46,6 +46,7 @@ pub const PROCESSING_KEYS: &[&str] = &[
     "encoding",
     "max_event_bytes",
     "oversize",
+    "invalid_json",
     "compressed_events",
     "vpc_flow_json",
     "w3c_json",
@@ -83,6 +84,8 @@ pub struct ProcessorOptions {
     pub max_event_bytes: Option<usize>,
     /// `truncate` (default) or `drop` events over `max_event_bytes`.
     pub oversize: Option<Oversize>,
+    /// `drop` (default), `raw` or `fail` JSON records that are not valid JSON.
+    pub invalid_json: Option<InvalidJson>,
     /// The Devo parameter: objects are gzip whatever their first bytes say.
     pub compressed_events: Option<bool>,
     /// `vpc_flow`: each record as a JSON object keyed by the header's field names.
@@ -123,6 +126,7 @@ impl ProcessorOptions {
             encoding: self.encoding.or(base.encoding),
             max_event_bytes: self.max_event_bytes.or(base.max_event_bytes),
             oversize: self.oversize.or(base.oversize),
+            invalid_json: self.invalid_json.or(base.invalid_json),
             compressed_events: self.compressed_events.or(base.compressed_events),
             vpc_flow_json: self.vpc_flow_json.or(base.vpc_flow_json),
             w3c_json: self.w3c_json.or(base.w3c_json),
@@ -300,6 +304,7 @@ fn resolve_options(
         ));
     }
     spec.oversize = o.oversize.unwrap_or_default();
+    spec.invalid_json = o.invalid_json.unwrap_or_default();
     spec.encoding = o.encoding.unwrap_or_default();
     spec.skip_header_lines = o.skip_header_lines.unwrap_or(0);
     spec.expand_field = o.expand_field.clone().filter(|f| !f.is_empty());
@@ -458,6 +463,7 @@ mod tests {
             encoding = "latin1"
             max_event_bytes = 1000
             oversize = "drop"
+            invalid_json = "fail"
             compressed_events = true
             vpc_flow_json = true
             w3c_json = true
@@ -480,6 +486,7 @@ mod tests {
         assert!(spec.multiline.is_some());
         assert_eq!(spec.max_event_bytes, 1000);
         assert_eq!(spec.oversize, Oversize::Drop);
+        assert_eq!(spec.invalid_json, InvalidJson::Fail);
         assert_eq!(spec.encoding, Encoding::Latin1);
         assert!(hints.force_gzip);
         assert_eq!(spec.enrich_field.as_deref(), Some("meta"));
@@ -513,6 +520,7 @@ mod tests {
         assert_eq!(spec.kind, ProcessorKind::Lines);
         assert_eq!(spec.max_event_bytes, DEFAULT_MAX_EVENT_BYTES);
         assert_eq!(spec.oversize, Oversize::Truncate);
+        assert_eq!(spec.invalid_json, InvalidJson::Drop);
         assert!(!hints.force_gzip);
         for key in [
             "a/_SUCCESS",

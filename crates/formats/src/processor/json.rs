@@ -7,8 +7,12 @@
 //! and [`compact`] can work on a slice. The rest are slice helpers for records already cut out:
 //! field lookup ([`JsonFields`], [`find_member`]), string unescaping and escaping.
 //!
-//! It checks structure (brackets match, strings end, nesting ≤ 128) but not the grammar of
-//! numbers and literals: records are passed through byte-faithful, not validated.
+//! It checks the whole RFC 8259 grammar as it goes (brackets match, members are `"name":value`
+//! separated by commas with none trailing, numbers and literals are well formed, strings end,
+//! hold no raw control characters and only valid escapes, surrogate escapes pair up; nesting
+//! ≤ 128), in the same single pass: whatever it copies out is valid JSON. It does not check
+//! UTF-8 (the emitter repairs it per `encoding`) nor duplicate member names (RFC 8259 allows
+//! them).
 
 use std::borrow::Cow;
 use std::io::BufRead;
@@ -37,13 +41,127 @@ pub(crate) enum Step {
     Done(usize),
 }
 
+/// Grammar states: what the next significant byte may be.
+/// A value (after `:`, after `,` in an array, or at the start).
+const E_VALUE: u8 = 0;
+/// A value or `]` (after `[`).
+const E_FIRST_VALUE: u8 = 1;
+/// A member name or `}` (after `{`).
+const E_FIRST_KEY: u8 = 2;
+/// A member name (after `,` in an object).
+const E_KEY: u8 = 3;
+/// `:` (after a member name).
+const E_COLON: u8 = 4;
+/// `,` or the closing bracket (after a value inside a container).
+const E_AFTER: u8 = 5;
+
+/// Token states of a number or literal in progress (0: none). Numbers follow RFC 8259:
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+const N_MINUS: u8 = 1;
+const N_ZERO: u8 = 2;
+const N_INT: u8 = 3;
+const N_DOT: u8 = 4;
+const N_FRAC: u8 = 5;
+const N_E: u8 = 6;
+const N_ESIGN: u8 = 7;
+const N_EXP: u8 = 8;
+/// Literals: `LIT + word * 8 + bytes matched`, word 0 `true`, 1 `false`, 2 `null`.
+const LIT: u8 = 16;
+const WORDS: [&[u8]; 3] = [b"true", b"false", b"null"];
+
+/// The token state after the first byte of a number or literal, 0 if `c` starts neither.
+#[inline]
+fn token_start(c: u8) -> u8 {
+    match c {
+        b'-' => N_MINUS,
+        b'0' => N_ZERO,
+        b'1'..=b'9' => N_INT,
+        b't' => LIT + 1,
+        b'f' => LIT + 8 + 1,
+        b'n' => LIT + 16 + 1,
+        _ => 0,
+    }
+}
+
+/// The token state after byte `c`, 0 if `c` cannot come next.
+#[inline(always)]
+fn token_step(tok: u8, c: u8) -> u8 {
+    if tok >= LIT {
+        let word = WORDS[usize::from((tok - LIT) / 8)];
+        let pos = usize::from((tok - LIT) % 8);
+        return if word.get(pos) == Some(&c) {
+            tok + 1
+        } else {
+            0
+        };
+    }
+    match (tok, c) {
+        (N_MINUS, b'0') => N_ZERO,
+        (N_MINUS, b'1'..=b'9') => N_INT,
+        (N_INT, b'0'..=b'9') => N_INT,
+        (N_ZERO | N_INT, b'.') => N_DOT,
+        (N_DOT | N_FRAC, b'0'..=b'9') => N_FRAC,
+        (N_ZERO | N_INT | N_FRAC, b'e' | b'E') => N_E,
+        (N_E, b'+' | b'-') => N_ESIGN,
+        (N_E | N_ESIGN | N_EXP, b'0'..=b'9') => N_EXP,
+        _ => 0,
+    }
+}
+
+/// Runs a number or literal on from `buf[i]` through its ordinary bytes: returns where they
+/// end (a delimiter or the chunk's end), or the position of a byte that cannot come next.
+#[inline(always)]
+fn token_run(buf: &[u8], mut i: usize, tok: &mut u8) -> Result<usize, usize> {
+    while let Some(&c) = buf.get(i) {
+        if CLASS[usize::from(c)] != ORDINARY {
+            break;
+        }
+        *tok = token_step(*tok, c);
+        if *tok == 0 {
+            return Err(i);
+        }
+        i += 1;
+    }
+    Ok(i)
+}
+
+/// True when a token in state `tok` is a whole number or literal.
+#[inline]
+fn token_complete(tok: u8) -> bool {
+    if tok >= LIT {
+        let word = WORDS[usize::from((tok - LIT) / 8)];
+        return usize::from((tok - LIT) % 8) == word.len();
+    }
+    matches!(tok, N_ZERO | N_INT | N_FRAC | N_EXP)
+}
+
+/// The error for a byte that breaks the grammar in state `expect`.
+fn unexpected(expect: u8) -> &'static str {
+    match expect {
+        E_VALUE => "expected a JSON value",
+        E_FIRST_VALUE => "expected a JSON value or ']'",
+        E_FIRST_KEY => "expected a member name or '}'",
+        E_KEY => "expected a member name",
+        E_COLON => "expected ':' after a member name",
+        _ => "expected ',' or a closing bracket",
+    }
+}
+
+const BAD_TOKEN: &str = "invalid number or literal";
+const BAD_ESCAPE: &str = "invalid escape in a string";
+const CONTROL_IN_STRING: &str = "control character in a string";
+const TRAILING_COMMA: &str = "trailing comma";
+
 /// Scanner state for one value.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
-    started: bool,
-    scalar: bool,
+    /// Grammar state (`E_*`).
+    expect: u8,
+    /// Number or literal in progress (`N_*`, `LIT..`), 0 when none.
+    tok: u8,
     in_str: bool,
-    esc: bool,
+    /// Escape in progress inside a string (`ESC_*`), 0 when none.
+    esc: u8,
     depth: u32,
     /// Bit d set: the container at depth d+1 is an object.
     objects: u128,
@@ -52,17 +170,25 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
-    /// True when the value may end at the end of the data (a top-level scalar).
+    /// True when the value may end at the end of the data (a whole top-level number or
+    /// literal).
     pub fn complete_at_eof(&self) -> bool {
-        self.started && self.scalar && !self.in_str && self.depth == 0
+        self.depth == 0 && !self.in_str && self.tok != 0 && token_complete(self.tok)
+    }
+
+    /// Nesting depth and whether the scanner is inside a string: after an error, where the
+    /// broken value can be skipped from (see [`JsonReader::record`]).
+    pub fn position(&self) -> (u32, bool) {
+        (self.depth, self.in_str)
     }
 
     /// Scans `buf` (the value's next bytes; the first call starts at the value's first byte,
-    /// whitespace already skipped). With `copy`, appends the compact bytes to `out` while it
-    /// is shorter than `cap`. Errors give the position in `buf`.
+    /// whitespace already skipped), checking the RFC 8259 grammar as it goes. With `copy`,
+    /// appends the compact bytes to `out` while it is shorter than `cap`. Errors give the
+    /// position in `buf` of the first byte that breaks the grammar.
     ///
     /// The hot loop keeps its state in locals and skips whole strings inline; the state is
-    /// stored back only when the chunk ends inside the value.
+    /// stored back when the chunk ends inside the value (or on an error, for the resync).
     pub fn feed(
         &mut self,
         buf: &[u8],
@@ -71,104 +197,190 @@ impl Scan {
         cap: usize,
     ) -> Result<Step, (usize, &'static str)> {
         let len = buf.len();
-        if !self.started {
-            if len == 0 {
-                return Ok(Step::More);
-            }
-            self.started = true;
-            match buf[0] {
-                b'{' | b'[' | b'"' => {}
-                b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.scalar = true,
-                _ => return Err((0, "expected a JSON value")),
-            }
-        }
         let mut i = 0;
         let mut seg = 0;
         let mut depth = self.depth;
         let mut objects = self.objects;
-        let scalar = self.scalar;
+        let mut expect = self.expect;
+        let mut tok = self.tok;
         let mut esc = self.esc;
         let mut in_str = self.in_str;
         let mut done = false;
+        let mut error: Option<&'static str> = None;
+        // Whether the innermost open container is an object (`objects` bit depth-1), kept in a
+        // local so that commas do not shift a u128.
+        let mut in_object = depth > 0 && objects & (1u128 << (depth - 1)) != 0;
         if in_str {
             match skip_string(buf, 0, &mut esc) {
-                Some(end) => {
+                Ok(Some(end)) => {
                     i = end;
                     in_str = false;
                     done = depth == 0;
                 }
-                None => i = len,
+                Ok(None) => i = len,
+                Err((at, why)) => {
+                    i = at;
+                    error = Some(why);
+                }
             }
         }
-        while !done && i < len {
+        if tok != 0 && !done && error.is_none() {
+            // A number or literal that went on from the last chunk.
+            match token_run(buf, i, &mut tok) {
+                Ok(end) => i = end,
+                Err(at) => {
+                    i = at;
+                    error = Some(BAD_TOKEN);
+                }
+            }
+            if error.is_none() && i < len {
+                if token_complete(tok) {
+                    tok = 0;
+                    expect = E_AFTER;
+                    done = depth == 0;
+                } else {
+                    error = Some(BAD_TOKEN);
+                }
+            }
+        }
+        while !done && error.is_none() && i < len {
             let c = buf[i];
             match CLASS[usize::from(c)] {
-                ORDINARY => i += 1,
-                QUOTE => {
-                    if scalar && depth == 0 {
+                ORDINARY => {
+                    if expect > E_FIRST_VALUE {
+                        error = Some(unexpected(expect));
+                        break;
+                    }
+                    tok = token_start(c);
+                    if tok == 0 {
+                        error = Some(unexpected(expect));
+                        break;
+                    }
+                    match token_run(buf, i + 1, &mut tok) {
+                        Ok(end) => i = end,
+                        Err(at) => {
+                            i = at;
+                            error = Some(BAD_TOKEN);
+                            break;
+                        }
+                    }
+                    if i == len {
+                        break;
+                    }
+                    if !token_complete(tok) {
+                        error = Some(BAD_TOKEN);
+                        break;
+                    }
+                    tok = 0;
+                    expect = E_AFTER;
+                    if depth == 0 {
                         done = true;
                         break;
                     }
-                    match skip_string(buf, i + 1, &mut esc) {
-                        Some(end) => {
-                            i = end;
-                            done = depth == 0;
+                }
+                QUOTE => {
+                    expect = match expect {
+                        E_VALUE | E_FIRST_VALUE => E_AFTER,
+                        E_FIRST_KEY | E_KEY => E_COLON,
+                        _ => {
+                            error = Some(unexpected(expect));
+                            break;
                         }
-                        None => {
+                    };
+                    match skip_string_body(buf, i + 1, &mut esc) {
+                        Ok(Some(end)) => {
+                            i = end;
+                            if depth == 0 {
+                                done = true;
+                                break;
+                            }
+                        }
+                        Ok(None) => {
                             in_str = true;
                             i = len;
+                        }
+                        Err((at, why)) => {
+                            in_str = true;
+                            i = at;
+                            error = Some(why);
+                            break;
                         }
                     }
                 }
                 OPEN => {
-                    if scalar && depth == 0 {
-                        done = true;
+                    if expect > E_FIRST_VALUE {
+                        error = Some(unexpected(expect));
                         break;
                     }
                     if depth >= MAX_DEPTH {
-                        return Err((i, TOO_DEEP));
+                        error = Some(TOO_DEEP);
+                        break;
                     }
                     let bit = 1u128 << depth;
-                    if c == b'{' {
+                    in_object = c == b'{';
+                    if in_object {
                         objects |= bit;
+                        expect = E_FIRST_KEY;
                     } else {
                         objects &= !bit;
+                        expect = E_FIRST_VALUE;
                     }
                     depth += 1;
                     i += 1;
                 }
                 CLOSE => {
                     if depth == 0 {
-                        // Ends a top-level scalar.
-                        done = true;
+                        error = Some(unexpected(expect));
+                        break;
+                    }
+                    if in_object != (c == b'}') {
+                        error = Some("mismatched bracket");
+                        break;
+                    }
+                    let first = if in_object {
+                        E_FIRST_KEY
+                    } else {
+                        E_FIRST_VALUE
+                    };
+                    if expect != E_AFTER && expect != first {
+                        error = Some(match expect {
+                            E_VALUE | E_KEY => TRAILING_COMMA,
+                            _ => unexpected(expect),
+                        });
                         break;
                     }
                     depth -= 1;
-                    if (objects & (1u128 << depth) != 0) != (c == b'}') {
-                        return Err((i, "mismatched bracket"));
-                    }
+                    expect = E_AFTER;
                     i += 1;
-                    done = depth == 0;
-                }
-                SPACE => {
-                    flush(buf, seg, i, out, copy, cap, &mut self.cut);
-                    seg = i;
-                    if scalar && depth == 0 {
+                    if depth == 0 {
                         done = true;
                         break;
                     }
+                    in_object = objects & (1u128 << (depth - 1)) != 0;
+                }
+                SPACE => {
+                    flush(buf, seg, i, out, copy, cap, &mut self.cut);
                     i += 1;
                     while i < len && is_ws(buf[i]) {
                         i += 1;
                     }
                     seg = i;
                 }
-                _ => {
-                    // A comma: ends a top-level scalar, else ordinary.
-                    if depth == 0 {
-                        done = true;
+                COMMA => {
+                    if expect != E_AFTER {
+                        error = Some(unexpected(expect));
                         break;
                     }
+                    expect = if in_object { E_KEY } else { E_VALUE };
+                    i += 1;
+                }
+                _ => {
+                    // A colon.
+                    if expect != E_COLON {
+                        error = Some(unexpected(expect));
+                        break;
+                    }
+                    expect = E_VALUE;
                     i += 1;
                 }
             }
@@ -176,8 +388,13 @@ impl Scan {
         flush(buf, seg, i, out, copy, cap, &mut self.cut);
         self.depth = depth;
         self.objects = objects;
+        self.expect = expect;
+        self.tok = tok;
         self.esc = esc;
         self.in_str = in_str;
+        if let Some(why) = error {
+            return Err((i, why));
+        }
         Ok(if done { Step::Done(i) } else { Step::More })
     }
 }
@@ -189,6 +406,7 @@ const OPEN: u8 = 2;
 const CLOSE: u8 = 3;
 const SPACE: u8 = 4;
 const COMMA: u8 = 5;
+const COLON: u8 = 6;
 
 static CLASS: [u8; 256] = {
     let mut t = [ORDINARY; 256];
@@ -202,6 +420,7 @@ static CLASS: [u8; 256] = {
     t[b'\r' as usize] = SPACE;
     t[b'\t' as usize] = SPACE;
     t[b',' as usize] = COMMA;
+    t[b':' as usize] = COLON;
     t
 };
 
@@ -226,11 +445,113 @@ fn flush(
     }
 }
 
-/// Skips string content from `buf[i]` (after the opening quote, or where the last chunk
-/// stopped). Returns the index after the closing quote, or `None` at the end of the chunk with
-/// `esc` set when the chunk ended right after a backslash.
+/// Skips and checks string content from `buf[i]` (after the opening quote, or where the last
+/// chunk stopped, `esc` holding an escape in progress). Returns the index after the closing
+/// quote, `None` at the end of the chunk (`esc` set when it ended inside an escape), or the
+/// position and reason of an invalid escape or a raw control character.
 #[inline(always)]
-fn skip_string(buf: &[u8], mut i: usize, esc: &mut bool) -> Option<usize> {
+fn skip_string(
+    buf: &[u8],
+    mut i: usize,
+    esc: &mut u8,
+) -> Result<Option<usize>, (usize, &'static str)> {
+    if *esc != 0 {
+        i = finish_escape(buf, i, esc)?;
+        if *esc != 0 {
+            return Ok(None);
+        }
+    }
+    skip_string_body(buf, i, esc)
+}
+
+/// [`skip_string`] with no escape in progress (`esc` is 0): right after an opening quote.
+#[inline(always)]
+fn skip_string_body(
+    buf: &[u8],
+    mut i: usize,
+    esc: &mut u8,
+) -> Result<Option<usize>, (usize, &'static str)> {
+    loop {
+        let Some(j) = find_string_special(buf.get(i..).unwrap_or_default()) else {
+            return Ok(None);
+        };
+        i += j;
+        match buf[i] {
+            b'"' => return Ok(Some(i + 1)),
+            b'\\' => match buf.get(i + 1) {
+                // The common escapes, whole in this chunk: no state machine needed.
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                _ => {
+                    *esc = ESC_START;
+                    i = finish_escape(buf, i + 1, esc)?;
+                    if *esc != 0 {
+                        return Ok(None);
+                    }
+                }
+            },
+            _ => return Err((i, CONTROL_IN_STRING)),
+        }
+    }
+}
+
+/// Checks the rest of an escape from `buf[i]` (`esc` as in [`Scan`]); returns where it ends,
+/// or the chunk's end with `esc` still set. A `\u` escape of a high surrogate must be followed
+/// by one of a low surrogate, and a low surrogate must not stand alone: JSON parsers (serde_json
+/// among them) reject lone surrogates, although RFC 8259's grammar lets them through.
+#[inline]
+fn finish_escape(buf: &[u8], mut i: usize, esc: &mut u8) -> Result<usize, (usize, &'static str)> {
+    while *esc != 0 {
+        let Some(&c) = buf.get(i) else {
+            return Ok(i);
+        };
+        let hex = c.is_ascii_hexdigit();
+        let next = match (*esc, c) {
+            (ESC_START, b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 0,
+            (ESC_START, b'u') => ESC_HEX1,
+            (ESC_HEX1, b'd' | b'D') => ESC_HEX2_D,
+            (ESC_HEX1, _) if hex => ESC_HEX2,
+            (ESC_HEX2_D, b'8'..=b'9' | b'a'..=b'b' | b'A'..=b'B') => ESC_HIGH3,
+            (ESC_HEX2_D, b'0'..=b'7') | (ESC_HEX2, _) if hex => ESC_HEX3,
+            (ESC_HEX3, _) if hex => ESC_HEX4,
+            (ESC_HEX4, _) if hex => 0,
+            (ESC_HIGH3, _) if hex => ESC_HIGH4,
+            (ESC_HIGH4, _) if hex => ESC_LOW_BACKSLASH,
+            (ESC_LOW_BACKSLASH, b'\\') => ESC_LOW_U,
+            (ESC_LOW_U, b'u') => ESC_LOW1,
+            (ESC_LOW1, b'd' | b'D') => ESC_LOW2,
+            (ESC_LOW2, b'c'..=b'f' | b'C'..=b'F') => ESC_HEX3,
+            (ESC_HEX2_D, _) if hex => return Err((i, LONE_SURROGATE)),
+            (ESC_LOW_BACKSLASH..=ESC_LOW2, _) => return Err((i, LONE_SURROGATE)),
+            _ => return Err((i, BAD_ESCAPE)),
+        };
+        *esc = next;
+        i += 1;
+    }
+    Ok(i)
+}
+
+/// Escape states inside a string (0: none).
+const ESC_START: u8 = 1;
+const ESC_HEX1: u8 = 2;
+/// The first hex digit was `d`: a surrogate may follow.
+const ESC_HEX2_D: u8 = 3;
+const ESC_HEX2: u8 = 4;
+const ESC_HEX3: u8 = 5;
+const ESC_HEX4: u8 = 6;
+const ESC_HIGH3: u8 = 7;
+const ESC_HIGH4: u8 = 8;
+/// After a high surrogate: `\udc00`..`\udfff` must follow.
+const ESC_LOW_BACKSLASH: u8 = 9;
+const ESC_LOW_U: u8 = 10;
+const ESC_LOW1: u8 = 11;
+const ESC_LOW2: u8 = 12;
+const LONE_SURROGATE: &str = "lone surrogate in a \\u escape";
+
+/// Skips string content without checking it (for resyncing after an error and for slices
+/// already checked): returns the index after the closing quote, or `None` at the end of the
+/// chunk with `esc` set when the chunk ended right after a backslash.
+#[inline(always)]
+fn skip_string_unchecked(buf: &[u8], mut i: usize, esc: &mut bool) -> Option<usize> {
     if *esc {
         if i >= buf.len() {
             return None;
@@ -252,6 +573,49 @@ fn skip_string(buf: &[u8], mut i: usize, esc: &mut bool) -> Option<usize> {
     }
 }
 
+/// Position of the first `"`, `\` or control character (below 0x20) in `s`. Strings in
+/// records are mostly short, where a call into `memchr2` costs more than it saves: the first
+/// 32 bytes are searched 8 at a time in a register (SWAR); longer strings with `memchr2` for
+/// the quote or backslash, then a check of the bytes before it for control characters.
+#[inline(always)]
+fn find_string_special(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = LO * b'"' as u64;
+    const BACKSLASH: u64 = LO * b'\\' as u64;
+    const SPACE: u64 = LO * 0x20;
+    let mut i = 0;
+    while i + 8 <= s.len() && i < SWAR_BYTES {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&s[i..i + 8]);
+        let w = u64::from_le_bytes(word);
+        let q = w ^ QUOTE;
+        let b = w ^ BACKSLASH;
+        // A byte of q or b is zero where w holds the byte searched for, and `w - 0x20` borrows
+        // where w is below 0x20; the lowest flagged byte is always exact (borrows only flag
+        // bytes above a real match).
+        let m =
+            (q.wrapping_sub(LO) & !q | b.wrapping_sub(LO) & !b | w.wrapping_sub(SPACE) & !w) & HI;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if i >= SWAR_BYTES {
+        let rest = &s[i..];
+        let end = memchr::memchr2(b'"', b'\\', rest);
+        let span = &rest[..end.unwrap_or(rest.len())];
+        if let Some(k) = first_control(span) {
+            return Some(i + k);
+        }
+        return end.map(|j| i + j);
+    }
+    s[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|j| i + j)
+}
+
 /// Position of the first `"` or `\` in `s`. Strings in records are mostly short, where a call
 /// into `memchr2` costs more than it saves: the first 32 bytes are searched 8 at a time in a
 /// register (SWAR), longer strings with `memchr2`.
@@ -262,7 +626,7 @@ fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
     const QUOTE: u64 = LO * b'"' as u64;
     const BACKSLASH: u64 = LO * b'\\' as u64;
     let mut i = 0;
-    while i + 8 <= s.len() && i < 32 {
+    while i + 8 <= s.len() && i < SWAR_BYTES {
         let mut word = [0u8; 8];
         word.copy_from_slice(&s[i..i + 8]);
         let w = u64::from_le_bytes(word);
@@ -276,13 +640,37 @@ fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
         }
         i += 8;
     }
-    if i >= 32 {
+    if i >= SWAR_BYTES {
         return memchr::memchr2(b'"', b'\\', &s[i..]).map(|j| i + j);
     }
     s[i..]
         .iter()
         .position(|&c| c == b'"' || c == b'\\')
         .map(|j| i + j)
+}
+
+/// How far [`find_string_special`] searches in a register before calling out: with three
+/// tests per word the register search still beats a `memchr2` call plus a control check on
+/// the strings of CloudTrail-like records (ARNs, user agents), most under 64 bytes.
+const SWAR_BYTES: usize = 64;
+
+/// Position of the first byte below 0x20: whole 32-byte blocks are tested branch-free (the
+/// compiler vectorises the fold), then searched only when one holds such a byte.
+#[inline]
+fn first_control(s: &[u8]) -> Option<usize> {
+    let mut blocks = s.chunks_exact(32);
+    let mut at = 0;
+    for block in blocks.by_ref() {
+        if block.iter().fold(false, |any, &c| any | (c < 0x20)) {
+            return block.iter().position(|&c| c < 0x20).map(|k| at + k);
+        }
+        at += 32;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|&c| c < 0x20)
+        .map(|k| at + k)
 }
 
 /// Compacts the one JSON value at the start of `src` (after whitespace) into `out` (appended,
@@ -310,11 +698,17 @@ pub(crate) struct JsonReader<'r> {
     input: &'r mut dyn BufRead,
     /// Bytes consumed so far (the offset of errors).
     pub offset: u64,
+    /// Depth and in-string state of the scanner at the last grammar error.
+    failed_at: (u32, bool),
 }
 
 impl<'r> JsonReader<'r> {
     pub fn new(input: &'r mut dyn BufRead) -> Self {
-        JsonReader { input, offset: 0 }
+        JsonReader {
+            input,
+            offset: 0,
+            failed_at: (0, false),
+        }
     }
 
     fn fill(&mut self) -> Result<&[u8], ProcessError> {
@@ -387,7 +781,9 @@ impl<'r> JsonReader<'r> {
     }
 
     /// Reads the next value (after whitespace). With `copy`, appends it compact to `out` up to
-    /// `cap` bytes in all and returns whether it was cut; without, only skips it.
+    /// `cap` bytes in all and returns whether it was cut; without, only skips it. Either way
+    /// it is checked against the grammar; an invalid value is an error at the offset of its
+    /// first bad byte, which is not consumed.
     pub fn value(
         &mut self,
         out: &mut Vec<u8>,
@@ -395,7 +791,7 @@ impl<'r> JsonReader<'r> {
         cap: usize,
     ) -> Result<bool, ProcessError> {
         if self.peek()?.is_none() {
-            return Err(self.error("expected a JSON value, found the end of the data"));
+            return Err(self.error(END_BEFORE_VALUE));
         }
         let mut scan = Scan::default();
         loop {
@@ -405,7 +801,7 @@ impl<'r> JsonReader<'r> {
                 if scan.complete_at_eof() {
                     return Ok(scan.cut);
                 }
-                return Err(self.error("unexpected end of data inside a value"));
+                return Err(self.error(END_INSIDE_VALUE));
             }
             match scan.feed(buf, out, copy, cap) {
                 Ok(Step::More) => {
@@ -417,61 +813,156 @@ impl<'r> JsonReader<'r> {
                     return Ok(scan.cut);
                 }
                 Err((i, reason)) => {
+                    self.failed_at = scan.position();
                     return Err(ProcessError::Json {
                         offset: offset + i as u64,
                         reason,
-                    })
+                    });
                 }
             }
         }
     }
 }
 
+/// What [`JsonReader::record`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A valid value, copied compact; true when the cap cut it.
+    Valid(bool),
+    /// Valid JSON nested deeper than the scanner's limit, skipped to its end.
+    TooDeep,
+    /// Not valid JSON: skipped to where it seems to end (brackets counted, strings skipped).
+    /// The output holds what was read of it (compact up to the error, then as written),
+    /// within the cap.
+    Invalid { offset: u64, reason: &'static str },
+}
+
 impl JsonReader<'_> {
     /// Reads the next value as [`JsonReader::value`] does (copied compact into `out`, up to
-    /// `cap` bytes in all), except that a value nested deeper than the scanner's limit is
-    /// skipped to its end and gives `None`: one bad record of an array need not cost the
-    /// records after it. Its other errors are the stream's.
-    pub fn record(&mut self, out: &mut Vec<u8>, cap: usize) -> Result<Option<bool>, ProcessError> {
-        match self.value(out, true, cap) {
-            Ok(cut) => Ok(Some(cut)),
-            Err(ProcessError::Json { offset, reason }) if reason == TOO_DEEP => {
-                // `value` stopped on the bracket that opens level MAX_DEPTH + 1, with the
-                // bytes before it in the current chunk not consumed yet.
-                let before = offset.saturating_sub(self.offset) as usize;
-                self.consume(before);
-                self.skip_nested(u64::from(MAX_DEPTH))?;
-                Ok(None)
+    /// `cap` bytes in all), except that a value which is not valid JSON, or nested deeper than
+    /// the scanner's limit, is skipped to its end and reported instead of failing: one bad
+    /// record of an array need not cost the records after it. The end of an invalid value is
+    /// found by counting brackets from the error on and skipping strings, so the framing
+    /// around it holds as long as its brackets and quotes balance (a broken literal, number,
+    /// escape, or missing `:`/`,`); when they do not, the caller meets the damage next and
+    /// fails there. An error at the top of the value (no container open: a bad literal, or
+    /// garbage) skips the rest of that token only. The end of the data inside a value, and
+    /// read errors, are the stream's errors.
+    pub fn record(&mut self, out: &mut Vec<u8>, cap: usize) -> Result<Record, ProcessError> {
+        let (offset, reason) = match self.value(out, true, cap) {
+            Ok(cut) => return Ok(Record::Valid(cut)),
+            Err(ProcessError::Json { offset, reason })
+                if reason != END_BEFORE_VALUE && reason != END_INSIDE_VALUE =>
+            {
+                (offset, reason)
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        // `value` stopped on the bad byte, with the bytes before it in the current chunk not
+        // consumed yet.
+        let before = offset.saturating_sub(self.offset) as usize;
+        let (depth, in_str) = self.failed_at;
+        if reason == TOO_DEEP {
+            self.consume(before);
+            self.skip_nested(u64::from(MAX_DEPTH), false, None)?;
+            return Ok(Record::TooDeep);
+        }
+        // `out` holds the record compact up to the bad byte; the rest is copied as written.
+        self.consume(before);
+        let raw = Some((out, cap));
+        if depth == 0 && !in_str {
+            self.skip_token(raw)?;
+        } else {
+            self.skip_nested(u64::from(depth), in_str, raw)?;
+        }
+        Ok(Record::Invalid { offset, reason })
+    }
+
+    /// Consumes (and copies into `raw`, within its cap) the bytes up to the next delimiter
+    /// (whitespace, quote, bracket, comma), at least one byte unless at a comma or closing
+    /// bracket, so that a caller looping on values always moves on.
+    fn skip_token(&mut self, mut raw: Option<(&mut Vec<u8>, usize)>) -> Result<(), ProcessError> {
+        let mut first = true;
+        loop {
+            let buf = self.fill()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let mut n = 0;
+            while n < buf.len() {
+                let class = CLASS[usize::from(buf[n])];
+                if class == COMMA || class == CLOSE {
+                    break;
+                }
+                if class != ORDINARY && class != COLON && !(first && n == 0) {
+                    break;
+                }
+                n += 1;
+            }
+            first = false;
+            if let Some((out, cap)) = raw.as_mut() {
+                push_within(out, &buf[..n], *cap);
+            }
+            let whole = n == buf.len();
+            self.consume(n);
+            if !whole {
+                return Ok(());
+            }
         }
     }
 
-    /// Consumes through the end of a value `depth` levels deep, counting brackets (not
-    /// matching them: that would need memory per level) and skipping strings.
-    fn skip_nested(&mut self, mut depth: u64) -> Result<(), ProcessError> {
-        let mut in_str = false;
+    /// Consumes (and copies into `raw`) the bytes up to the next `{` or `[`: after an invalid
+    /// top-level value of a document stream, where the next document is taken to start.
+    pub fn skip_to_document(&mut self, raw: &mut Vec<u8>, cap: usize) -> Result<(), ProcessError> {
+        loop {
+            let buf = self.fill()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let n = memchr::memchr2(b'{', b'[', buf).unwrap_or(buf.len());
+            push_within(raw, &buf[..n], cap);
+            let whole = n == buf.len();
+            self.consume(n);
+            if !whole {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Consumes through the end of a value `depth` levels deep (`in_str`: from inside a
+    /// string), counting brackets (not matching them: that would need memory per level) and
+    /// skipping strings. With `raw`, copies what it consumes (within the cap).
+    fn skip_nested(
+        &mut self,
+        mut depth: u64,
+        mut in_str: bool,
+        mut raw: Option<(&mut Vec<u8>, usize)>,
+    ) -> Result<(), ProcessError> {
         let mut esc = false;
         loop {
             let buf = self.fill()?;
             let len = buf.len();
             if len == 0 {
-                return Err(self.error("unexpected end of data inside a value"));
+                return Err(self.error(END_INSIDE_VALUE));
             }
             let mut i = 0;
+            let mut end = None;
             if in_str {
-                match skip_string(buf, 0, &mut esc) {
-                    Some(end) => {
-                        i = end;
+                match skip_string_unchecked(buf, 0, &mut esc) {
+                    Some(e) => {
+                        i = e;
                         in_str = false;
+                        if depth == 0 {
+                            end = Some(i);
+                        }
                     }
                     None => i = len,
                 }
             }
-            while i < len {
+            while end.is_none() && i < len {
                 match CLASS[usize::from(buf[i])] {
-                    QUOTE => match skip_string(buf, i + 1, &mut esc) {
-                        Some(end) => i = end,
+                    QUOTE => match skip_string_unchecked(buf, i + 1, &mut esc) {
+                        Some(e) => i = e,
                         None => {
                             in_str = true;
                             i = len;
@@ -485,31 +976,48 @@ impl JsonReader<'_> {
                         depth = depth.saturating_sub(1);
                         i += 1;
                         if depth == 0 {
-                            self.consume(i);
-                            return Ok(());
+                            end = Some(i);
                         }
                     }
                     _ => i += 1,
                 }
             }
-            self.consume(len);
+            let n = end.unwrap_or(len);
+            if let Some((out, cap)) = raw.as_mut() {
+                push_within(out, &buf[..n], *cap);
+            }
+            self.consume(n);
+            if end.is_some() {
+                return Ok(());
+            }
         }
     }
 }
+
+/// Appends what fits of `add` under `cap`.
+fn push_within(out: &mut Vec<u8>, add: &[u8], cap: usize) {
+    let n = cap.saturating_sub(out.len()).min(add.len());
+    out.extend_from_slice(&add[..n]);
+}
+
+/// The end of the data before a value started, and inside one: the stream's errors (a
+/// truncated object), never a record's.
+const END_BEFORE_VALUE: &str = "expected a JSON value, found the end of the data";
+const END_INSIDE_VALUE: &str = "unexpected end of data inside a value";
 
 /// Index just past the value starting at `s[i]` (no leading whitespace), for slices the
 /// scanner already checked (records): brackets are counted, not matched.
 fn value_end(s: &[u8], i: usize) -> Option<usize> {
     let mut esc = false;
     match *s.get(i)? {
-        b'"' => skip_string(s, i + 1, &mut esc),
+        b'"' => skip_string_unchecked(s, i + 1, &mut esc),
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut j = i;
             loop {
                 let c = *s.get(j)?;
                 match CLASS[usize::from(c)] {
-                    QUOTE => j = skip_string(s, j + 1, &mut esc)?,
+                    QUOTE => j = skip_string_unchecked(s, j + 1, &mut esc)?,
                     OPEN => {
                         depth += 1;
                         j += 1;
@@ -809,20 +1317,20 @@ mod tests {
             let mut input = std::io::BufReader::with_capacity(capacity, data.as_bytes());
             let mut r = JsonReader::new(&mut input);
             let mut out = Vec::new();
-            assert_eq!(r.record(&mut out, 100).unwrap(), Some(false));
+            assert_eq!(r.record(&mut out, 100).unwrap(), Record::Valid(false));
             assert_eq!(out, br#"{"ok":1}"#);
             assert_eq!(r.peek().unwrap(), Some(b','));
             r.bump();
             out.clear();
             assert_eq!(
                 r.record(&mut out, 100).unwrap(),
-                None,
+                Record::TooDeep,
                 "capacity {capacity}"
             );
             assert_eq!(r.peek().unwrap(), Some(b','), "capacity {capacity}");
             r.bump();
             out.clear();
-            assert_eq!(r.record(&mut out, 100).unwrap(), Some(false));
+            assert_eq!(r.record(&mut out, 100).unwrap(), Record::Valid(false));
             assert_eq!(out, b"[2]");
             // Too deep and never closed: a stream error.
             out.clear();
@@ -905,6 +1413,26 @@ mod tests {
         }
         s[5] = 0x22 + 0x80;
         assert_eq!(find_quote_or_backslash(&s), None);
+    }
+
+    #[test]
+    fn string_search_finds_quotes_backslashes_and_control_bytes() {
+        // Lengths on both sides of the register search's 64 bytes and the 32-byte blocks.
+        let naive = |t: &[u8]| t.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        for len in 0..200 {
+            for pos in (0..=len).step_by(3) {
+                for c in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut t = vec![b'a'; len];
+                    if pos < len {
+                        t[pos] = c;
+                    }
+                    assert_eq!(find_string_special(&t), naive(&t), "{len} {pos} {c}");
+                }
+            }
+        }
+        // Bytes next to the searched ones are not matches.
+        let t = [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0xa2, 0xdc].repeat(20);
+        assert_eq!(find_string_special(&t), None);
     }
 
     #[test]

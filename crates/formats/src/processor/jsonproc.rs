@@ -11,20 +11,50 @@
 //!
 //! Records are sliced and compacted by [`super::json`], never parsed into a value tree.
 //!
-//! A record nested deeper than the scanner's limit (an array element, the value of
-//! `expand_field`, a top-level document) is skipped to its end and counted in
-//! `malformed_records`: the container around it is still well framed, so the records after it
-//! go on. Any other structural error ends the object (crates/formats/docs/formats.md, "Errors").
+//! Every record is checked against the JSON grammar (RFC 8259) while it is copied. A record
+//! that is not valid JSON (a `json_lines` line, an array element, a top-level document, the
+//! value of `expand_field`) meets `invalid_json`: dropped (default) or passed on as text, and
+//! counted in `invalid_json`, or the object fails. The records after it go on when its end can
+//! be found: the line ends (`json_lines`), or its brackets and quotes balance (documents: the
+//! next record starts after them; after garbage between documents, at the next `{` or `[`).
+//! Damage to the framing itself (an unclosed bracket or string, a broken `Records` envelope)
+//! ends the object with an error (crates/formats/docs/formats.md, "Invalid JSON").
+//!
+//! A record nested deeper than the scanner's limit is skipped to its end and counted in
+//! `malformed_records` (valid JSON, but too deep to check and compact).
 
 use std::io::BufRead;
 
 use super::emit::Emitter;
-use super::json::{compact, find_path, JsonFields, JsonReader};
+use super::json::{compact, find_path, JsonFields, JsonReader, Record};
 use super::text::LineReader;
-use super::{ProcessError, ProcessorKind, ProcessorSpec};
+use super::{InvalidJson, ProcessError, ProcessorKind, ProcessorSpec};
 
-/// `json_lines` / `fdr`: each non-blank line compacted; a line that is not one JSON value is
-/// emitted as it is and counted in `malformed_records`.
+/// Applies `invalid_json` to a record that is not valid JSON: `raw` holds its bytes as far as
+/// they were read (whitespace outside strings removed up to the error, as written after it).
+pub(crate) fn invalid_record(
+    raw: &[u8],
+    offset: u64,
+    reason: &'static str,
+    spec: &ProcessorSpec,
+    out: &mut Emitter<'_>,
+) -> Result<(), ProcessError> {
+    match spec.invalid_json {
+        InvalidJson::Fail => Err(ProcessError::Json { offset, reason }),
+        InvalidJson::Drop => {
+            out.stats.invalid_json += 1;
+            Ok(())
+        }
+        InvalidJson::Raw => {
+            out.stats.invalid_json += 1;
+            let cut = raw.len() >= spec.max_event_bytes;
+            out.text(raw, cut, &JsonFields(raw))
+        }
+    }
+}
+
+/// `json_lines` / `fdr`: each non-blank line compacted; a line that is not one JSON value meets
+/// `invalid_json` (raw: emitted as it is), the next line goes on either way.
 pub(crate) fn json_lines(
     input: &mut dyn BufRead,
     spec: &ProcessorSpec,
@@ -32,24 +62,29 @@ pub(crate) fn json_lines(
 ) -> Result<(), ProcessError> {
     let mut reader = LineReader::new(spec.max_event_bytes);
     let mut buf = Vec::new();
+    let mut line_start = 0;
     while let Some(line) = reader.next(input)? {
+        let start = std::mem::replace(&mut line_start, line.end);
         out.stats.bytes_in = line.end;
         let bytes = line.bytes;
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
         buf.clear();
-        let compacted = match compact(bytes, &mut buf, usize::MAX) {
-            Ok((n, _)) => bytes[n..].iter().all(|b| b.is_ascii_whitespace()),
-            Err(_) => false,
+        let error = match compact(bytes, &mut buf, usize::MAX) {
+            Ok((n, _)) => bytes[n..]
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .map(|k| (n + k, "more data after the value")),
+            Err(e) => Some(e),
         };
-        if compacted {
-            out.json(&buf, line.cut, &JsonFields(&buf))?;
-        } else {
-            if !line.cut {
-                out.stats.malformed_records += 1;
+        match error {
+            None => out.json(&buf, line.cut, &JsonFields(&buf))?,
+            // A line the cap cut cannot be whole JSON: the oversize rule, not invalid_json.
+            Some(_) if line.cut => out.text(bytes, true, &JsonFields(bytes))?,
+            Some((at, reason)) => {
+                invalid_record(bytes, start + at as u64, reason, spec, out)?;
             }
-            out.text(bytes, line.cut, &JsonFields(bytes))?;
         }
     }
     out.stats.bytes_in = reader.offset;
@@ -64,6 +99,23 @@ struct Docs<'s> {
 }
 
 impl Docs<'_> {
+    /// Emits what [`JsonReader::record`] read into `self.rec`.
+    fn read(&mut self, read: Record, out: &mut Emitter<'_>) -> Result<(), ProcessError> {
+        let rec = std::mem::take(&mut self.rec);
+        let res = match read {
+            Record::Valid(cut) => self.record(&rec, cut, out),
+            Record::TooDeep => {
+                out.stats.malformed_records += 1;
+                Ok(())
+            }
+            Record::Invalid { offset, reason } => {
+                invalid_record(&rec, offset, reason, self.spec, out)
+            }
+        };
+        self.rec = rec;
+        res
+    }
+
     /// Emits one record (or its extracted field).
     fn record(&mut self, rec: &[u8], cut: bool, out: &mut Emitter<'_>) -> Result<(), ProcessError> {
         if self.spec.kind != ProcessorKind::Extract {
@@ -119,25 +171,46 @@ pub(crate) fn documents(
                 doc.push(b'{');
                 let mut doc_cut = false;
                 let path = path.unwrap_or_default();
-                if !expand_object(&mut r, &mut docs, out, path, &mut doc, &mut doc_cut)? {
+                let mut env = Envelope::default();
+                let found = expand_object(&mut r, &mut docs, out, path, &mut doc, &mut doc_cut, &mut env)?;
+                if let Some((offset, reason)) = env.invalid {
+                    if found && spec.invalid_json != InvalidJson::Fail {
+                        // Its records are out already; the envelope is no event of its own.
+                        out.stats.invalid_json += 1;
+                    } else {
+                        invalid_record(&doc, offset, reason, spec, out)?;
+                    }
+                } else if env.too_deep && !found {
+                    out.stats.malformed_records += 1;
+                } else if !found {
                     docs.record(&doc, doc_cut, out)?;
                 }
             }
             Some(_) => {
                 docs.rec.clear();
-                let Some(cut) = r.record(&mut docs.rec, cap)? else {
-                    out.stats.malformed_records += 1;
-                    continue;
-                };
-                let rec = std::mem::take(&mut docs.rec);
-                let res = docs.record(&rec, cut, out);
-                docs.rec = rec;
-                res?;
+                let read = r.record(&mut docs.rec, cap)?;
+                if matches!(read, Record::Invalid { .. }) {
+                    // Garbage between documents: the next one starts at the next bracket.
+                    r.skip_to_document(&mut docs.rec, cap)?;
+                    while docs.rec.last().is_some_and(u8::is_ascii_whitespace) {
+                        docs.rec.pop();
+                    }
+                }
+                docs.read(read, out)?;
             }
         }
     }
     out.stats.bytes_in = r.offset;
     Ok(())
+}
+
+/// What the members of an `expand_field` document showed besides the records: a member nested
+/// too deep or not valid JSON (the first such error), and scratch space for skipped members.
+#[derive(Default)]
+struct Envelope {
+    too_deep: bool,
+    invalid: Option<(u64, &'static str)>,
+    scratch: Vec<u8>,
 }
 
 /// Reads the members of an object whose `{` was consumed, through its `}`, and expands the
@@ -156,6 +229,7 @@ fn expand_object(
     path: &[u8],
     doc: &mut Vec<u8>,
     cut: &mut bool,
+    env: &mut Envelope,
 ) -> Result<bool, ProcessError> {
     let cap = docs.spec.max_event_bytes;
     let mut key = Vec::new();
@@ -175,7 +249,11 @@ fn expand_object(
         r.expect(b':', "expected ':' after a member name")?;
         let name = key.get(1..key.len().saturating_sub(1)).unwrap_or_default();
         if found {
-            r.value(doc, false, 0)?;
+            // After the records: checked, not kept.
+            env.scratch.clear();
+            if let Record::Invalid { offset, reason } = r.record(&mut env.scratch, 0)? {
+                env.invalid.get_or_insert((offset, reason));
+            }
         } else if name == path {
             found = true;
             expand_value(r, docs, out)?;
@@ -191,9 +269,16 @@ fn expand_object(
             if prefix && r.peek()? == Some(b'{') {
                 r.bump();
                 *cut |= push_capped(doc, b"{", cap);
-                found = expand_object(r, docs, out, &path[name.len() + 1..], doc, cut)?;
+                found = expand_object(r, docs, out, &path[name.len() + 1..], doc, cut, env)?;
             } else {
-                *cut |= r.value(doc, true, cap)?;
+                // Kept in case the field never comes: then the object is the event.
+                match r.record(doc, cap)? {
+                    Record::Valid(c) => *cut |= c,
+                    Record::TooDeep => env.too_deep = true,
+                    Record::Invalid { offset, reason } => {
+                        env.invalid.get_or_insert((offset, reason));
+                    }
+                }
             }
         }
         match r.peek()? {
@@ -223,19 +308,11 @@ fn expand_value(
         return array(r, docs, out);
     }
     docs.rec.clear();
-    match r.record(&mut docs.rec, docs.spec.max_event_bytes)? {
-        Some(cut) if docs.rec != b"null" => {
-            let rec = std::mem::take(&mut docs.rec);
-            let res = docs.record(&rec, cut, out);
-            docs.rec = rec;
-            res
-        }
-        Some(_) => Ok(()),
-        None => {
-            out.stats.malformed_records += 1;
-            Ok(())
-        }
+    let read = r.record(&mut docs.rec, docs.spec.max_event_bytes)?;
+    if read == Record::Valid(false) && docs.rec == b"null" {
+        return Ok(());
     }
+    docs.read(read, out)
 }
 
 /// Appends what fits under `cap`; true when something was left out.
@@ -253,33 +330,24 @@ fn array(
     out: &mut Emitter<'_>,
 ) -> Result<(), ProcessError> {
     let cap = docs.spec.max_event_bytes;
-    let mut rec = std::mem::take(&mut docs.rec);
-    let result = (|| {
-        if r.peek()? == Some(b']') {
-            r.bump();
-            return Ok(());
-        }
-        loop {
-            rec.clear();
-            let record = r.record(&mut rec, cap)?;
-            out.stats.bytes_in = r.offset;
-            match record {
-                Some(cut) => docs.record(&rec, cut, out)?,
-                // Too deep: skipped to its end; the array goes on.
-                None => out.stats.malformed_records += 1,
+    if r.peek()? == Some(b']') {
+        r.bump();
+        return Ok(());
+    }
+    loop {
+        docs.rec.clear();
+        let read = r.record(&mut docs.rec, cap)?;
+        out.stats.bytes_in = r.offset;
+        docs.read(read, out)?;
+        match r.peek()? {
+            Some(b',') => r.bump(),
+            Some(b']') => {
+                r.bump();
+                return Ok(());
             }
-            match r.peek()? {
-                Some(b',') => r.bump(),
-                Some(b']') => {
-                    r.bump();
-                    return Ok(());
-                }
-                _ => return Err(r.error("expected ',' or ']' in an array")),
-            }
+            _ => return Err(r.error("expected ',' or ']' in an array")),
         }
-    })();
-    docs.rec = rec;
-    result
+    }
 }
 
 #[cfg(test)]
@@ -466,14 +534,16 @@ mod tests {
     }
 
     #[test]
-    fn json_lines_compacts_and_keeps_bad_lines() {
-        let spec = ProcessorSpec::new(ProcessorKind::JsonLines);
-        let (stats, msgs) = run(
-            b"{ \"a\": 1 }\n\n  \nnot json\n{\"b\":\"x\\ny\"}\r\n",
-            &spec,
-        );
+    fn json_lines_compacts_and_drops_or_keeps_bad_lines() {
+        let data = b"{ \"a\": 1 }\n\n  \nnot json\n{\"b\":\"x\\ny\"}\r\n";
+        let mut spec = ProcessorSpec::new(ProcessorKind::JsonLines);
+        let (stats, msgs) = run(data, &spec);
+        assert_eq!(msgs, vec![r#"{"a":1}"#, r#"{"b":"x\ny"}"#]);
+        assert_eq!(stats.invalid_json, 1);
+        spec.invalid_json = super::super::InvalidJson::Raw;
+        let (stats, msgs) = run(data, &spec);
         assert_eq!(msgs, vec![r#"{"a":1}"#, "not json", r#"{"b":"x\ny"}"#]);
-        assert_eq!(stats.malformed_records, 1);
+        assert_eq!(stats.invalid_json, 1);
     }
 
     #[test]

@@ -26,6 +26,8 @@ mod emit;
 #[cfg(test)]
 mod fixtures;
 mod imperva;
+#[cfg(test)]
+mod invalid_json;
 mod json;
 mod jsonproc;
 pub mod multiline;
@@ -139,6 +141,22 @@ pub enum Oversize {
     Drop,
 }
 
+/// What to do with a JSON record that is not valid JSON (RFC 8259), in every JSON-based
+/// processor (crates/formats/docs/formats.md, "Invalid JSON").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidJson {
+    /// Drop the record (counted in `invalid_json`; the object goes on). The default: nothing
+    /// that does not parse reaches the SIEM, and one bad record does not hold back the rest.
+    #[default]
+    Drop,
+    /// Pass the record's bytes on as a text event (counted in `invalid_json`).
+    Raw,
+    /// Fail the object with an error naming the byte offset (the message is retried, then
+    /// poison).
+    Fail,
+}
+
 /// A resolved processing configuration for one object: built by [`Processing::select`] (or
 /// [`ProcessorSpec::new`] in tests and tools), never by hand from raw config.
 #[derive(Debug, Clone)]
@@ -157,6 +175,8 @@ pub struct ProcessorSpec {
     pub oversize: Oversize,
     /// What invalid UTF-8 becomes.
     pub encoding: Encoding,
+    /// What happens to records that are not valid JSON (JSON-based processors).
+    pub invalid_json: InvalidJson,
     /// Lines skipped at the top of each object (`lines`, `elb`, `w3c`, `vpc_flow`).
     pub skip_header_lines: usize,
     /// Field (a name or a dotted path) whose array is split into events (`json`, `extract`;
@@ -192,6 +212,7 @@ impl ProcessorSpec {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             oversize: Oversize::Truncate,
             encoding: Encoding::Utf8,
+            invalid_json: InvalidJson::Drop,
             skip_header_lines: 0,
             expand_field: None,
             extract_field: None,
@@ -273,12 +294,16 @@ pub struct ObjectStats {
     pub skipped_lines: u64,
     /// Documents skipped as a whole (CloudWatch Logs `CONTROL_MESSAGE`).
     pub skipped_documents: u64,
-    /// JSON records without the `extract_field` (skipped), or `json_lines` lines that were not
-    /// JSON (emitted as they were).
+    /// JSON records without the `extract_field` (skipped), or nested deeper than 128 levels
+    /// (skipped).
     pub malformed_records: u64,
     /// `multiline`: lines left out of an event, whole or in part, because the event reached
     /// `max_lines` or `max_bytes` (the rest of such a group is dropped, as Filebeat does).
     pub multiline_cut_lines: u64,
+    /// JSON records (a `json_lines` line, an array element, a document, a log event) that were
+    /// not valid JSON (RFC 8259): dropped, or passed on as text under `invalid_json = "raw"`
+    /// (under `"fail"` the object fails instead, and nothing is counted).
+    pub invalid_json: u64,
 }
 
 /// Why an object could not be processed to its end. Offsets count decompressed bytes.
