@@ -1,7 +1,7 @@
 //! S3 errors and record anomalies end to end, through moto: a purged object version is
-//! missing (logged with its version id, the message deleted), a refusal that repeats
-//! (`NoSuchBucket`) ends in the poison policy, and the record-level anomaly counters reach the
-//! collector's `/metrics`. The classes themselves are unit-tested in `src/object/fetch.rs`.
+//! missing (logged with its version id, the message deleted), refusals that repeat
+//! (`NoSuchBucket`, `InvalidObjectState` for an archived object) end in the poison policy,
+//! and the record-level anomaly counters reach the collector's `/metrics`. The classes themselves are unit-tested in `src/object/fetch.rs`.
 
 use std::time::Duration;
 
@@ -111,7 +111,7 @@ async fn purged_version_is_missing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_bucket_becomes_poison() {
+async fn permanent_refusals_become_poison() {
     let moto = Moto::start();
     let (wired, _) = unwired(&moto, "present", "refused").await;
     let dir = tempfile::tempdir().unwrap();
@@ -126,16 +126,30 @@ async fn missing_bucket_becomes_poison() {
     wired
         .send(&notification("no-such-bucket", "a.log", None))
         .await;
+    // Archived: GetObject answers InvalidObjectState until someone restores it.
+    wired
+        .s3
+        .put_object()
+        .bucket(&wired.bucket)
+        .key("cold.log")
+        .storage_class(aws_sdk_s3::types::StorageClass::DeepArchive)
+        .body(b"frozen\n".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    wired
+        .send(&notification(&wired.bucket, "cold.log", None))
+        .await;
     wired.put("fine.log", b"still flows\n".to_vec()).await;
     wired
         .send(&notification(&wired.bucket, "fine.log", None))
         .await;
 
     let poisoned = wait_for(Duration::from_secs(60), || {
-        !collector
-            .stderr
-            .matching(&["poison message", "no-such-bucket"])
+        let log = &collector.stderr;
+        !log.matching(&["poison message", "no-such-bucket"])
             .is_empty()
+            && !log.matching(&["poison message", "cold.log"]).is_empty()
     })
     .await;
     assert!(poisoned, "no poison line: {}", collector.stderr.text());
@@ -157,9 +171,19 @@ async fn missing_bucket_becomes_poison() {
         "{text}"
     );
     assert_eq!(
-        metric_sum(&text, "sluice_messages_poison_total", &[("input", "test")]),
-        1
+        metric_sum(
+            &text,
+            "sluice_objects_total",
+            &[("input", "test"), ("outcome", "archived")]
+        ),
+        2,
+        "{text}"
     );
+    assert_eq!(
+        metric_sum(&text, "sluice_messages_poison_total", &[("input", "test")]),
+        2
+    );
+    assert!(!relay.lines.counted().contains_key("frozen"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
