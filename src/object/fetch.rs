@@ -25,28 +25,46 @@ const SLICE_BYTES: usize = 64 * 1024;
 /// Attempts per ranged part (the SDK retries requests; this covers bodies that break).
 const PART_ATTEMPTS: u32 = 3;
 
-/// Why an object could not be fetched.
+/// Why an object could not be fetched, in the three classes that decide the message's fate
+/// (README, "S3 errors"): gone for good, refused in a way that repeats, or an outage.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// The object does not exist (deleted after the notification, or a wrong key).
-    #[error("object not found (NoSuchKey)")]
-    Missing,
-    /// Credentials lack s3:GetObject on this bucket/key.
-    #[error("access denied to s3:GetObject")]
-    AccessDenied,
-    /// Any other S3 or transport error.
+    /// The object or the announced version no longer exists (`NoSuchKey`, `NoSuchVersion`):
+    /// deleted after the notification, or a wrong key. It will never appear.
+    #[error("object not found ({code})")]
+    Missing { code: &'static str },
+    /// S3 refuses this object and will refuse it again (`AccessDenied`, `InvalidObjectState`
+    /// for an archived object, `NoSuchBucket`, any other 4xx): counts toward poison.
+    #[error("GetObject refused: {description}")]
+    Refused {
+        /// The outcome label: `access_denied`, `archived`, `no_such_bucket` or `s3_refused`.
+        label: &'static str,
+        description: String,
+    },
+    /// An outage that may heal (5xx, throttling, timeouts, connection errors): retried,
+    /// never poison.
     #[error("GetObject failed: {0}")]
-    Other(String),
+    Transient(String),
 }
 
 impl FetchError {
     /// Short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            FetchError::Missing => "missing",
-            FetchError::AccessDenied => "access_denied",
-            FetchError::Other(_) => "fetch",
+            FetchError::Missing { .. } => "missing",
+            FetchError::Refused { label, .. } => label,
+            FetchError::Transient(_) => "fetch",
         }
+    }
+
+    /// True when the object is gone for good.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, FetchError::Missing { .. })
+    }
+
+    /// True when the next receive will be refused the same way.
+    pub fn repeats(&self) -> bool {
+        matches!(self, FetchError::Refused { .. })
     }
 }
 
@@ -90,21 +108,57 @@ pub struct OpenedObject {
     pub body: ByteStream,
 }
 
+/// Error codes S3 answers with a 4xx status that still mean "try again later": the request
+/// or the credentials expired, the clock drifted, or S3 asks to slow down.
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequests",
+    "RequestLimitExceeded",
+];
+
 fn classify(err: aws_sdk_s3::error::SdkError<GetObjectError>) -> FetchError {
     let status = err.raw_response().map(|r| r.status().as_u16());
-    let description = crate::queue::aws::describe(&err);
-    // Only NoSuchKey means the object is gone for good. Any other 404 (NoSuchBucket, a wrong
-    // endpoint, a proxy) is a configuration or transient problem and must be retried, or one
-    // mistake would skip every object of the queue.
     let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&err).map(str::to_string);
-    if matches!(err.as_service_error(), Some(GetObjectError::NoSuchKey(_)))
-        || (status == Some(404) && code.as_deref() == Some("NoSuchKey"))
-    {
-        FetchError::Missing
-    } else if status == Some(403) {
-        FetchError::AccessDenied
-    } else {
-        FetchError::Other(description)
+    let code = match err.as_service_error() {
+        Some(GetObjectError::NoSuchKey(_)) => Some("NoSuchKey".to_string()),
+        Some(GetObjectError::InvalidObjectState(_)) => Some("InvalidObjectState".to_string()),
+        _ => code,
+    };
+    classify_answer(status, code.as_deref(), crate::queue::aws::describe(&err))
+}
+
+/// The class of an S3 answer from its HTTP status and error code (None for both when no
+/// answer came: a timeout or a connection error).
+fn classify_answer(status: Option<u16>, code: Option<&str>, description: String) -> FetchError {
+    let refused = |label| FetchError::Refused {
+        label,
+        description: description.clone(),
+    };
+    match (status, code) {
+        // Only these two mean the object is gone for good. Any other 404 (NoSuchBucket, a
+        // wrong endpoint, a proxy) is a configuration problem that must stay visible, or one
+        // mistake would skip every object of the queue.
+        (_, Some("NoSuchKey")) => FetchError::Missing { code: "NoSuchKey" },
+        (_, Some("NoSuchVersion")) => FetchError::Missing {
+            code: "NoSuchVersion",
+        },
+        (_, Some(code)) if TRANSIENT_CODES.contains(&code) => FetchError::Transient(description),
+        // Archived in Glacier / Deep Archive: readable only after a restore nobody asked for.
+        (_, Some("InvalidObjectState")) => refused("archived"),
+        (_, Some("AccessDenied")) | (Some(403), _) => refused("access_denied"),
+        (_, Some("NoSuchBucket")) => refused("no_such_bucket"),
+        // 408 and 429 are timeouts and throttling; 412 is a ranged part pinned to an ETag
+        // the key no longer has (overwritten mid-read): the next receive reads the new one.
+        (Some(408 | 412 | 429), _) => FetchError::Transient(description),
+        (Some(400..=499), _) => refused("s3_refused"),
+        // 5xx, and no answer at all (timeouts, connection errors).
+        _ => FetchError::Transient(description),
     }
 }
 
@@ -220,7 +274,7 @@ async fn fetch_part(
             Err(e) => {
                 let e = classify(e);
                 last = format!("part {start}-{end}: {e}");
-                if matches!(e, FetchError::Missing | FetchError::AccessDenied) {
+                if !matches!(e, FetchError::Transient(_)) {
                     break;
                 }
             }
@@ -366,6 +420,79 @@ mod tests {
         assert_eq!(reader.read(&mut buf).unwrap(), 1);
         assert!(reader.read(&mut buf).is_err());
         assert_eq!(reader.read(&mut buf).unwrap(), 0);
+    }
+
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::error::{ConnectorError, ErrorMetadata, SdkError};
+    use aws_sdk_s3::primitives::SdkBody;
+
+    /// The error the SDK returns for an S3 answer with this status and error code.
+    fn answer(status: u16, code: &str) -> SdkError<GetObjectError, HttpResponse> {
+        let error = match code {
+            "NoSuchKey" => {
+                GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
+            }
+            "InvalidObjectState" => GetObjectError::InvalidObjectState(
+                aws_sdk_s3::types::error::InvalidObjectState::builder().build(),
+            ),
+            _ => GetObjectError::generic(ErrorMetadata::builder().code(code).build()),
+        };
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(error, raw)
+    }
+
+    fn class(e: &FetchError) -> (&'static str, bool, bool) {
+        (e.label(), e.is_missing(), e.repeats())
+    }
+
+    #[test]
+    fn gone_objects_and_versions_are_missing() {
+        for (status, code) in [(404, "NoSuchKey"), (404, "NoSuchVersion")] {
+            let e = classify(answer(status, code));
+            assert_eq!(class(&e), ("missing", true, false), "{code}: {e}");
+            assert!(e.to_string().contains(code), "{e}");
+        }
+    }
+
+    #[test]
+    fn permanent_refusals_repeat() {
+        for (status, code, label) in [
+            (403, "AccessDenied", "access_denied"),
+            (403, "InvalidAccessKeyId", "access_denied"),
+            (403, "InvalidObjectState", "archived"),
+            (404, "NoSuchBucket", "no_such_bucket"),
+            (400, "InvalidArgument", "s3_refused"),
+            (404, "", "s3_refused"),
+        ] {
+            let e = classify(answer(status, code));
+            assert_eq!(class(&e), (label, false, true), "{status} {code}: {e}");
+        }
+    }
+
+    #[test]
+    fn outages_and_throttling_are_transient() {
+        for (status, code) in [
+            (500, "InternalError"),
+            (503, "SlowDown"),
+            (503, "ServiceUnavailable"),
+            (400, "RequestTimeout"),
+            (403, "RequestTimeTooSkewed"),
+            (400, "ExpiredToken"),
+            (429, "TooManyRequests"),
+            (412, "PreconditionFailed"),
+        ] {
+            let e = classify(answer(status, code));
+            assert_eq!(class(&e), ("fetch", false, false), "{status} {code}: {e}");
+        }
+        let no_answer = [
+            SdkError::timeout_error("operation timed out"),
+            SdkError::dispatch_failure(ConnectorError::timeout("connect timed out".into())),
+            SdkError::dispatch_failure(ConnectorError::io("connection refused".into())),
+        ];
+        for err in no_answer {
+            let e = classify(err);
+            assert_eq!(class(&e), ("fetch", false, false), "{e}");
+        }
     }
 
     #[test]

@@ -66,14 +66,16 @@ impl ObjectError {
 
     /// True when the object can never succeed, so retrying the message is pointless for it.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ObjectError::Fetch(FetchError::Missing))
+        matches!(self, ObjectError::Fetch(e) if e.is_missing())
     }
 
     /// True when the same object will fail the same way on the next receive: its bytes are
-    /// bad, or the relay refuses what they give. Outages (S3 errors, access denied while a
-    /// policy propagates, a relay token being rotated) are not: they may heal.
+    /// bad, S3 refuses it (access denied, archived, no such bucket, another 4xx), or the relay
+    /// refuses what they give. Outages (S3 5xx, throttling, timeouts, a relay token being
+    /// rotated) are not: they may heal.
     pub fn repeats(&self) -> bool {
         match self {
+            ObjectError::Fetch(e) => e.repeats(),
             ObjectError::Decompress(decompress::DecompressError::Read(e)) => {
                 !fetch::is_download_failure(e)
             }
@@ -219,7 +221,7 @@ pub async fn run(
     let (opened, key) = match fetch::open(job.s3, &object.bucket, &object.key, version, job.fetch)
         .await
     {
-        Err(FetchError::Missing) if object.fallback_key.is_some() => {
+        Err(FetchError::Missing { .. }) if object.fallback_key.is_some() => {
             let alt = object.fallback_key.clone().unwrap_or_default();
             let opened = fetch::open(job.s3, &object.bucket, &alt, version, job.fetch).await?;
             tracing::info!(bucket = %object.bucket, key = %object.key, used_key = %alt, "key found in its decoded spelling");

@@ -92,6 +92,7 @@ impl ObjectWork {
             message_id: message.id,
             bucket: &object.bucket,
             key: &object.key,
+            version_id: object.version_id.as_deref(),
         };
         let (spec, hints) = match self.settings.processing.select(&object.key) {
             Selection::Skip { reason } => {
@@ -100,6 +101,7 @@ impl ObjectWork {
             }
             Selection::Process { spec, hints } => (spec, hints),
         };
+        let processor = spec.kind.name();
         let started = Instant::now();
         match super::run(&self.job(message), object, spec, hints).await {
             Ok(None) => {
@@ -108,6 +110,7 @@ impl ObjectWork {
             }
             Ok(Some(delivered)) => {
                 scope.emit(ObjectEvent::Delivered {
+                    processor,
                     stats: &delivered.stats,
                     progress: delivered.progress,
                     elapsed: started.elapsed(),
@@ -140,11 +143,13 @@ impl ObjectWork {
                 reason: "direct_mode input excludes the empty key".into(),
             };
         };
+        let processor = spec.kind.name();
         let body = bytes::Bytes::copy_from_slice(message.body.as_bytes());
         match super::run_body(&self.job(message), body, spec, hints).await {
             Ok(delivered) => {
                 scope.emit(MessageEvent::DirectDelivered {
-                    events: delivered.stats.events,
+                    processor,
+                    stats: &delivered.stats,
                 });
                 ObjectFate::Delivered
             }

@@ -53,8 +53,11 @@ pub enum MessageEvent<'a> {
     Md5NotDelivered { error: &'a str },
     /// Direct mode, the input's processing excludes the empty key.
     DirectExcluded,
-    /// Direct mode, the body's events were confirmed.
-    DirectDelivered { events: u64 },
+    /// Direct mode, the body's events were confirmed (`processor` split it).
+    DirectDelivered {
+        processor: &'static str,
+        stats: &'a ObjectStats,
+    },
     /// Direct mode, the body failed.
     DirectFailed {
         label: &'static str,
@@ -114,9 +117,14 @@ impl MessageScope<'_> {
             MessageEvent::DirectExcluded => {
                 tracing::error!(input, message_id = %message_id, "direct_mode input excludes the empty key; nothing to do");
             }
-            MessageEvent::DirectDelivered { events } => {
+            MessageEvent::DirectDelivered { processor, stats } => {
                 count(&OBJECTS, &[input, "ok"], 1);
-                tracing::debug!(input, message_id = %message_id, events, "direct message delivered");
+                let anomalies = count_anomalies(input, processor, stats);
+                if anomalies.is_some() {
+                    tracing::warn!(input, message_id = %message_id, processor, anomalies = anomalies.as_deref(), events = stats.events, "direct message delivered with anomalies");
+                } else {
+                    tracing::debug!(input, message_id = %message_id, events = stats.events, "direct message delivered");
+                }
             }
             MessageEvent::DirectFailed {
                 label,
@@ -229,6 +237,8 @@ pub struct ObjectScope<'a> {
     pub message_id: &'a str,
     pub bucket: &'a str,
     pub key: &'a str,
+    /// The version the notification announced, when it named one.
+    pub version_id: Option<&'a str>,
 }
 
 /// What became of one object (`sluice_objects_total`, by outcome).
@@ -237,8 +247,9 @@ pub enum ObjectEvent<'a> {
     Skipped { reason: &'a dyn Display },
     /// The ledger holds this version as delivered.
     AlreadyDelivered,
-    /// Every batch confirmed.
+    /// Every batch confirmed; `processor` is the name of the processor that split it.
     Delivered {
+        processor: &'static str,
         stats: &'a ObjectStats,
         progress: Progress,
         elapsed: Duration,
@@ -266,6 +277,7 @@ impl ObjectScope<'_> {
             message_id,
             bucket,
             key,
+            version_id,
         } = *self;
         match event {
             ObjectEvent::Skipped { reason } => {
@@ -277,14 +289,18 @@ impl ObjectScope<'_> {
                 tracing::info!(input, message_id = %message_id, bucket, key, "object already delivered (ledger); not sent again");
             }
             ObjectEvent::Delivered {
+                processor,
                 stats,
                 progress,
                 elapsed,
             } => {
                 count(&OBJECTS, &[input, "ok"], 1);
                 self.processing_noticed(stats, progress);
+                let anomalies = count_anomalies(input, processor, stats);
                 tracing::info!(
-                    input, message_id = %message_id, bucket, key,
+                    input, message_id = %message_id, bucket, key, version_id,
+                    processor,
+                    anomalies = anomalies.as_deref(),
                     events = stats.events,
                     events_confirmed = progress.confirmed,
                     events_skipped = progress.skipped,
@@ -310,7 +326,7 @@ impl ObjectScope<'_> {
                     count(&EVENTS_FROM_FAILED_OBJECTS, &[input], progress.confirmed);
                 }
                 tracing::error!(
-                    input, queue, message_id = %message_id, bucket, key,
+                    input, queue, message_id = %message_id, bucket, key, version_id,
                     error = %error,
                     offset,
                     events_delivered = progress.confirmed,
@@ -355,6 +371,17 @@ impl ObjectScope<'_> {
             );
         }
     }
+}
+
+/// Counts each non-zero anomaly of a delivered object under its kind, and returns them as
+/// `kind=n …` for the object's log line (None when there were none).
+fn count_anomalies(input: &str, processor: &str, stats: &ObjectStats) -> Option<String> {
+    let mut listed = Vec::new();
+    for (kind, n) in stats.anomalies().filter(|(_, n)| *n > 0) {
+        count(&RECORD_ANOMALIES, &[input, processor, kind], n);
+        listed.push(format!("{kind}={n}"));
+    }
+    (!listed.is_empty()).then(|| listed.join(" "))
 }
 
 /// Counts the events a checkpoint kept from being sent again.
@@ -445,4 +472,32 @@ pub fn batch_resplit(
         batch_cap = agreed.batch_bytes,
         "batch refused; re-split under the relay's limits, parts sent under new keys"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anomalies_are_counted_by_kind_and_listed_for_the_log() {
+        let stats = ObjectStats {
+            truncated: 2,
+            malformed_records: 1,
+            ..ObjectStats::default()
+        };
+        let listed = count_anomalies("t-anomalies", "json_lines", &stats);
+        assert_eq!(listed.as_deref(), Some("truncated=2 malformed_records=1"));
+        let value_of = |kind| value(&RECORD_ANOMALIES, &["t-anomalies", "json_lines", kind]);
+        assert_eq!(
+            (value_of("truncated"), value_of("malformed_records")),
+            (2, 1)
+        );
+        assert_eq!(value_of("dropped_oversize"), 0);
+        assert!(!render()
+            .contains("input=\"t-anomalies\",processor=\"json_lines\",kind=\"dropped_oversize\""));
+        assert_eq!(
+            count_anomalies("t-anomalies", "json_lines", &ObjectStats::default()),
+            None
+        );
+    }
 }

@@ -123,6 +123,11 @@ pub static RECORDS_MALFORMED: Metric = Metric::counter(
     "Records skipped or passed through as text: not JSON, nested too deep, or without extract_field",
     &["input"],
 );
+pub static RECORD_ANOMALIES: Metric = Metric::counter(
+    "sluice_record_anomalies_total",
+    "Record-level anomalies of delivered objects, by kind (see ObjectStats::anomalies)",
+    &["input", "processor", "kind"],
+);
 pub static EVENTS_NOT_SENT: Metric = Metric::counter(
     "sluice_events_not_sent_total",
     "Events a do_not_send input processed and did not send",
@@ -186,6 +191,7 @@ pub static ALL: &[&Metric] = &[
     &EVENTS_DROPPED,
     &EVENTS_INVALID_UTF8,
     &RECORDS_MALFORMED,
+    &RECORD_ANOMALIES,
     &EVENTS_NOT_SENT,
     &BATCHES_CONFIRMED,
     &EVENTS_CONFIRMED,

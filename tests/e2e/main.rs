@@ -11,4 +11,5 @@ mod fate;
 mod forward;
 mod limits;
 mod pipeline;
+mod s3_errors;
 mod shapes;

@@ -306,6 +306,36 @@ pub struct ObjectStats {
     pub invalid_json: u64,
 }
 
+impl ObjectStats {
+    /// Every record-level anomaly this object showed, as `(kind, count)`: the one mapping
+    /// from these fields to the `kind` label of `sluice_record_anomalies_total`, so a new
+    /// anomaly field needs one line here (the destructuring below fails to compile until the
+    /// field is listed, either here or as not an anomaly).
+    pub fn anomalies(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let ObjectStats {
+            // Not anomalies: volumes, and header lines a format is expected to have.
+            events: _,
+            bytes_in: _,
+            skipped_lines: _,
+            truncated,
+            dropped,
+            invalid_utf8,
+            escaped_newlines,
+            skipped_documents,
+            malformed_records,
+        } = *self;
+        [
+            ("truncated", truncated),
+            ("dropped_oversize", dropped),
+            ("invalid_utf8", invalid_utf8),
+            ("escaped_newlines", escaped_newlines),
+            ("skipped_documents", skipped_documents),
+            ("malformed_records", malformed_records),
+        ]
+        .into_iter()
+    }
+}
+
 /// Why an object could not be processed to its end. Offsets count decompressed bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -499,6 +529,29 @@ mod tests {
         let (stats, msgs) = testutil::run(&inner, &spec);
         assert_eq!(msgs, vec!["a", "b"]);
         assert_eq!(stats.events, 2);
+    }
+
+    #[test]
+    fn every_anomaly_field_has_its_own_kind() {
+        // Distinct powers of two (volumes stay 0): a field missing from `anomalies()`, or listed twice, or
+        // two fields under one kind, changes the sum or the kinds.
+        let stats = ObjectStats {
+            truncated: 1,
+            dropped: 2,
+            invalid_utf8: 4,
+            escaped_newlines: 8,
+            skipped_documents: 16,
+            malformed_records: 32,
+            // A field added later is covered by the destructuring in `anomalies()`.
+            ..ObjectStats::default()
+        };
+        let listed: Vec<_> = stats.anomalies().collect();
+        assert_eq!(listed.iter().map(|(_, n)| n).sum::<u64>(), 63, "{listed:?}");
+        let mut kinds: Vec<_> = listed.iter().map(|(k, _)| *k).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), listed.len(), "a kind listed twice: {listed:?}");
+        assert!(ObjectStats::default().anomalies().all(|(_, n)| n == 0));
     }
 
     #[test]
