@@ -227,7 +227,7 @@ async fn record_anomalies_reach_the_metrics() {
     let text = collector.metrics_text();
     assert_eq!(metric_value(&text, &series("truncated")), Some(1), "{text}");
     assert_eq!(
-        metric_value(&text, &series("malformed_records")),
+        metric_value(&text, &series("invalid_json")),
         Some(1),
         "{text}"
     );
@@ -243,7 +243,7 @@ async fn record_anomalies_reach_the_metrics() {
                 "object delivered",
                 "odd.json",
                 "truncated=1",
-                "malformed_records=1"
+                "invalid_json=1"
             ])
             .is_empty(),
         "{}",

@@ -172,7 +172,15 @@ pub(crate) fn documents(
                 let mut doc_cut = false;
                 let path = path.unwrap_or_default();
                 let mut env = Envelope::default();
-                let found = expand_object(&mut r, &mut docs, out, path, &mut doc, &mut doc_cut, &mut env)?;
+                let found = expand_object(
+                    &mut r,
+                    &mut docs,
+                    out,
+                    path,
+                    &mut doc,
+                    &mut doc_cut,
+                    &mut env,
+                )?;
                 if let Some((offset, reason)) = env.invalid {
                     if found && spec.invalid_json != InvalidJson::Fail {
                         // Its records are out already; the envelope is no event of its own.

@@ -323,6 +323,8 @@ impl ObjectStats {
             escaped_newlines,
             skipped_documents,
             malformed_records,
+            multiline_cut_lines,
+            invalid_json,
         } = *self;
         [
             ("truncated", truncated),
@@ -331,6 +333,8 @@ impl ObjectStats {
             ("escaped_newlines", escaped_newlines),
             ("skipped_documents", skipped_documents),
             ("malformed_records", malformed_records),
+            ("multiline_cut_lines", multiline_cut_lines),
+            ("invalid_json", invalid_json),
         ]
         .into_iter()
     }
