@@ -10,6 +10,7 @@ mod collector;
 mod fate;
 mod forward;
 mod limits;
+mod multiline;
 mod pipeline;
 mod s3_errors;
 mod shapes;
