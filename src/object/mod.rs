@@ -147,6 +147,9 @@ pub struct Failed {
     pub error: ObjectError,
     /// Events confirmed and skipped before the error.
     pub progress: Progress,
+    /// What the processor counted before the error (empty when it never ran), so the
+    /// anomalies it met are counted too.
+    pub stats: ObjectStats,
 }
 
 impl From<ObjectError> for Failed {
@@ -154,6 +157,7 @@ impl From<ObjectError> for Failed {
         Failed {
             error,
             progress: Progress::default(),
+            stats: ObjectStats::default(),
         }
     }
 }
@@ -363,20 +367,29 @@ impl Split<'_, '_> {
             }
         }
         drop(batch_rx);
-        let (result, skipped) = match split.await {
+        let (result, skipped, counted) = match split.await {
             Ok(done) => done,
-            Err(join) => (Err(ObjectError::Panicked(join.to_string())), 0),
+            Err(join) => (
+                Err(ObjectError::Panicked(join.to_string())),
+                0,
+                ObjectStats::default(),
+            ),
         };
         let progress = Progress { confirmed, skipped };
         if let Some(e) = forward_error {
             return Err(Failed {
                 error: e.into(),
                 progress,
+                stats: counted,
             });
         }
         match result {
             Ok(stats) => Ok(Delivered { stats, progress }),
-            Err(error) => Err(Failed { error, progress }),
+            Err(error) => Err(Failed {
+                error,
+                progress,
+                stats: counted,
+            }),
         }
     }
 
@@ -387,7 +400,7 @@ impl Split<'_, '_> {
         reader: fetch::ChunkReader,
         batch_tx: mpsc::Sender<sluice_channel::encode::EncodedBatch>,
         from: u64,
-    ) -> tokio::task::JoinHandle<(Result<ObjectStats, ObjectError>, u64)> {
+    ) -> tokio::task::JoinHandle<(Result<ObjectStats, ObjectError>, u64, ObjectStats)> {
         let spec = self.spec.clone();
         let hints = self.hints.clone();
         let settings = self.job.batch;
@@ -396,6 +409,7 @@ impl Split<'_, '_> {
         let (sent_ms, receive_count) = (self.job.sent_ms, self.job.receive_count);
         tokio::task::spawn_blocking(move || {
             let mut batcher = Batcher::new(settings, batch_tx).skipping(from);
+            let mut counted = ObjectStats::default();
             let result = (|| {
                 let input = Box::new(BufReader::with_capacity(READ_BUF_BYTES, reader));
                 let (_codec, mut input) = decompress::open(input, &hints)?;
@@ -404,18 +418,20 @@ impl Split<'_, '_> {
                     sent_ms,
                     Some(receive_count),
                 );
-                let processed = processor::process(&mut input, &spec, &ctx, &mut batcher);
+                let (processed, stats) =
+                    processor::process_counted(&mut input, &spec, &ctx, &mut batcher);
+                counted = stats.clone();
                 // Flushed whether processing ended or failed: the events read before an
                 // error are good ones, and they go out (once) before the error is reported.
                 let flushed = batcher.flush();
-                let stats = processed?;
+                processed?;
                 flushed.map_err(|source| ProcessError::Sink {
                     offset: stats.bytes_in,
                     source,
                 })?;
                 Ok(stats)
             })();
-            (result, batcher.skipped)
+            (result, batcher.skipped, counted)
         })
     }
 }

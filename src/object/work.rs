@@ -124,7 +124,7 @@ impl ObjectWork {
                 });
                 ObjectFate::Interrupted
             }
-            Err(f) => failed(scope, f),
+            Err(f) => failed(scope, processor, f),
         }
     }
 
@@ -206,9 +206,11 @@ impl ObjectWork {
 
 /// A failed object's fate: a missing one is done (it will never appear), any other is a
 /// failure that repeats or not.
-fn failed(scope: ObjectScope<'_>, f: Failed) -> ObjectFate {
+fn failed(scope: ObjectScope<'_>, processor: &'static str, f: Failed) -> ObjectFate {
     let repeats = f.error.repeats();
     scope.emit(ObjectEvent::Failed {
+        processor,
+        stats: &f.stats,
         label: f.error.label(),
         error: &f.error,
         offset: f.error.offset(),

@@ -261,6 +261,10 @@ pub enum ObjectEvent<'a> {
     },
     /// It failed; `label` is the outcome label, `repeats` whether a retry would fail the same.
     Failed {
+        /// The processor that ran (its anomalies before the error are counted).
+        processor: &'static str,
+        /// What the processor counted before the error.
+        stats: &'a ObjectStats,
         label: &'static str,
         error: &'a dyn Display,
         offset: Option<u64>,
@@ -314,6 +318,8 @@ impl ObjectScope<'_> {
                 tracing::info!(input, message_id = %message_id, bucket, key, error = %error, events_delivered = progress.confirmed, "object interrupted by shutdown");
             }
             ObjectEvent::Failed {
+                processor,
+                stats,
                 label,
                 error,
                 offset,
@@ -321,6 +327,7 @@ impl ObjectScope<'_> {
                 repeats,
             } => {
                 count(&OBJECTS, &[input, label], 1);
+                let anomalies = count_anomalies(input, processor, stats);
                 count_checkpoint_skips(input, progress);
                 if progress.confirmed > 0 {
                     count(&EVENTS_FROM_FAILED_OBJECTS, &[input], progress.confirmed);
@@ -332,6 +339,7 @@ impl ObjectScope<'_> {
                     events_delivered = progress.confirmed,
                     events_skipped = progress.skipped,
                     repeats,
+                    anomalies = anomalies.as_deref(),
                     "object failed"
                 );
             }
@@ -498,6 +506,38 @@ mod tests {
         assert_eq!(
             count_anomalies("t-anomalies", "json_lines", &ObjectStats::default()),
             None
+        );
+    }
+
+    #[test]
+    fn a_failed_object_counts_the_anomalies_met_before_its_error() {
+        let stats = ObjectStats {
+            invalid_json: 3,
+            ..ObjectStats::default()
+        };
+        let scope = ObjectScope {
+            input: "t-failed-anomalies",
+            queue: "q",
+            message_id: "m",
+            bucket: "b",
+            key: "k",
+            version_id: None,
+        };
+        scope.emit(ObjectEvent::Failed {
+            processor: "json",
+            stats: &stats,
+            label: "process",
+            error: &"truncated gzip",
+            offset: Some(10),
+            progress: Progress::default(),
+            repeats: true,
+        });
+        assert_eq!(
+            value(
+                &RECORD_ANOMALIES,
+                &["t-failed-anomalies", "json", "invalid_json"]
+            ),
+            3
         );
     }
 }

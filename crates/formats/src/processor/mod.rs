@@ -386,7 +386,29 @@ pub fn process(
     ctx: &ObjectContext<'_>,
     sink: &mut dyn EventSink,
 ) -> Result<ObjectStats, ProcessError> {
+    let (result, stats) = process_counted(input, spec, ctx, sink);
+    result.map(|()| stats)
+}
+
+/// As [`process`], and the counts so far also when it fails: the anomalies met before an
+/// error are counted like those of an object read to its end.
+pub fn process_counted(
+    input: &mut dyn BufRead,
+    spec: &ProcessorSpec,
+    ctx: &ObjectContext<'_>,
+    sink: &mut dyn EventSink,
+) -> (Result<(), ProcessError>, ObjectStats) {
     let mut out = emit::Emitter::new(spec, ctx, sink);
+    let result = run_object(input, spec, &mut out);
+    (result, out.finish())
+}
+
+/// The imperva header (when there is one), then the processor over the rest.
+fn run_object(
+    input: &mut dyn BufRead,
+    spec: &ProcessorSpec,
+    out: &mut emit::Emitter<'_>,
+) -> Result<(), ProcessError> {
     let head = input
         .fill_buf()
         .map_err(|source| ProcessError::Read { offset: 0, source })?;
@@ -398,15 +420,15 @@ pub fn process(
                 64 * 1024,
                 flate2::bufread::ZlibDecoder::new(&mut *input),
             );
-            run(&mut payload, spec, &mut out, false)?;
+            run(&mut payload, spec, out, false)?;
         } else {
-            run(input, spec, &mut out, false)?;
+            run(input, spec, out, false)?;
         }
         out.stats.bytes_in += header.bytes;
     } else {
-        run(input, spec, &mut out, false)?;
+        run(input, spec, out, false)?;
     }
-    Ok(out.finish())
+    Ok(())
 }
 
 /// Runs the processor `spec` names (or parquet, by magic; `nested` after one inner gzip layer
@@ -506,6 +528,19 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
+
+    #[test]
+    fn a_failing_object_still_reports_what_it_counted() {
+        // A bad record dropped (counted), a good one emitted, then an array that never ends.
+        let spec = ProcessorSpec::new(ProcessorKind::Json);
+        let mut sink = Collect::default();
+        let mut input = &br#"[{"a":tru},{"b":1},"#[..];
+        let (result, stats) =
+            process_counted(&mut input, &spec, &ObjectContext::new("b", "k"), &mut sink);
+        assert!(result.is_err());
+        assert_eq!((stats.events, stats.invalid_json), (1, 1));
+        assert_eq!(sink.messages(), [r#"{"b":1}"#]);
+    }
 
     #[test]
     fn kinds_round_trip_their_names() {
