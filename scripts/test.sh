@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-moto.sh
+bash scripts/validate-deploy.sh   # every manifest under deploy/ against the Kubernetes and KEDA schemas
 cargo test --workspace "$@"
