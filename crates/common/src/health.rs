@@ -374,6 +374,15 @@ fn loopback_if_wildcard(a: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Parses a `--timeout` value: a positive number of seconds, fractions allowed, at most an
+/// hour.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a number of seconds in (0, 3600]")),
+    }
+}
+
 /// Probes and prints one line to stderr, `{who}: GET /health on ADDRESS: healthy` or the
 /// reason it is not; returns the exit code ([`EXIT_HEALTHY`], [`EXIT_UNHEALTHY`] or
 /// [`EXIT_CONFIG`]). For the binaries' `health` subcommands.
@@ -591,6 +600,15 @@ mod tests {
                 "{address} {path}: {e:?}"
             );
             assert_eq!(e.exit_code(), EXIT_CONFIG);
+        }
+    }
+
+    #[test]
+    fn timeouts_parse_as_positive_seconds() {
+        assert_eq!(parse_timeout("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "nan", "inf", "1e9", "two", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
         }
     }
 
