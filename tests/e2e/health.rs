@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
+/// What starting the debug binary may add to the probe's own timeout on a busy machine.
+const SLACK: Duration = Duration::from_millis(1500);
+/// The default timeout (2 s) plus [`SLACK`].
+const BOUND: Duration = Duration::from_millis(3500);
+
 /// `sluice health --config config [extra…]`, with its wall time.
 fn health(config: &Path, extra: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
@@ -69,7 +74,7 @@ async fn health_and_ready_follow_the_real_collector() {
     expect(&out, 0, &format!("GET /health on {address}: healthy"));
     let (out, took) = health(&config, &["--ready"]);
     expect(&out, 1, "answered 503");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(took < BOUND, "took {took:?}");
 
     let _relay = start_relay(dir.path(), relay_port, "");
     let out = until(&config, &["--ready"], 0, Duration::from_secs(30));
@@ -85,8 +90,8 @@ async fn health_and_ready_follow_the_real_collector() {
 
     collector.kill9();
     let (out, took) = health(&config, &["--timeout", "1"]);
-    expect(&out, 1, "cannot connect");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    expect(&out, 1, "unhealthy");
+    assert!(took < Duration::from_secs(1) + SLACK, "took {took:?}");
     let (out, _) = health(&config, &["--ready"]);
     expect(&out, 1, "unhealthy");
     // The input's AWS keys are in the configuration; no line of health shows them.
