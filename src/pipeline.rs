@@ -9,6 +9,7 @@
 //! work ([`ObjectWork`]), the deleter and the poll loops. Delivery decisions live in
 //! [`crate::queue::fate`]; this module only builds and schedules.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +64,11 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
         Forwarder::new(client, &settings.collector_id, hard_stop.clone())
             .with_compression_level(settings.batch.compression_level),
     );
+    // `GET /ready` on the metrics listener: true from the moment every poll loop runs until
+    // shutdown begins (no new messages are taken from then on).
+    let ready = Arc::new(AtomicBool::new(false));
     if let Some(address) = &settings.metrics_address {
-        let bound = crate::telemetry::serve(address, hard_stop.clone())
+        let bound = crate::telemetry::serve(address, ready.clone(), hard_stop.clone())
             .await
             .map_err(|source| StartError::Metrics {
                 address: address.clone(),
@@ -97,7 +101,9 @@ pub async fn run(mut settings: Settings, shutdown: CancellationToken) -> Result<
             ));
         }
     }
+    ready.store(true, Ordering::Relaxed);
     shutdown.cancelled().await;
+    ready.store(false, Ordering::Relaxed);
     drain(&tracker, settings.shutdown_timeout, &hard_stop).await;
     Ok(())
 }

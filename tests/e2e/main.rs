@@ -9,6 +9,7 @@ mod support;
 mod collector;
 mod fate;
 mod forward;
+mod health;
 mod limits;
 mod multiline;
 mod pipeline;

@@ -11,4 +11,5 @@ mod crash;
 mod delivery;
 mod devo;
 mod drain;
+mod health;
 mod spool_damage;
