@@ -45,6 +45,22 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 /// `listen.shutdown_timeout_secs`: how long requests, then outputs, may take to finish on
 /// SIGTERM, in seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// `listen.max_connections`: channel connections open at once; at the cap, new connections
+/// wait in the kernel's backlog until one closes. Far below the usual 1024 descriptors.
+pub const DEFAULT_LISTEN_MAX_CONNECTIONS: usize = 512;
+/// Highest `listen.max_connections`.
+pub const MAX_LISTEN_MAX_CONNECTIONS: usize = 65_536;
+/// `listen.header_timeout_ms`: from the first byte of a request to its last header.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// `listen.idle_timeout_ms`: a keep-alive connection with no request for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// `listen.body_read_timeout_ms`: the longest wait for the next bytes of a body.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
+/// `listen.min_body_bytes_per_sec`: the average rate a body must keep up once its first
+/// `body_read_timeout_ms` are over (a 16 MiB body may take 256 s).
+pub const DEFAULT_MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
+/// Highest of the three `listen.*_ms` timeouts: one hour.
+pub const MAX_LISTEN_TIMEOUT_MS: u64 = 3_600_000;
 /// `limits.max_body_bytes`: compressed body of one POST, 16 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 /// Highest accepted `limits.max_body_bytes`: spool records carry a u32 length, so a body
@@ -207,6 +223,11 @@ pub struct RawListen {
     pub address_file: Option<PathBuf>,
     pub token: Option<String>,
     pub shutdown_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub min_body_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -347,6 +368,19 @@ pub struct ListenSettings {
     /// Bearer token; never printed (see the manual `Debug`).
     pub token: Option<String>,
     pub shutdown_timeout: Duration,
+    pub guard: ChannelGuard,
+}
+
+/// What keeps one local process from holding the channel hostage: a connection cap and the
+/// timeouts that reap idle, slow-header and stalled-body connections (docs/relay.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelGuard {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
+    /// 0: no floor.
+    pub min_body_bytes_per_sec: u64,
 }
 
 impl std::fmt::Debug for ListenSettings {
@@ -356,6 +390,7 @@ impl std::fmt::Debug for ListenSettings {
             .field("address_file", &self.address_file)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("guard", &self.guard)
             .finish()
     }
 }
@@ -518,6 +553,7 @@ impl Settings {
 
 /// `[listen]`: `ip:port` or `unix:/path`; an empty token means none.
 fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
+    let guard = validate_guard(&raw)?;
     let text = raw.address.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let address = if let Some(p) = text.strip_prefix("unix:") {
         if p.is_empty() {
@@ -534,6 +570,7 @@ fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
     };
     let token = raw.token.filter(|t| !t.is_empty());
     Ok(ListenSettings {
+        guard,
         address,
         address_file: raw.address_file,
         token,
@@ -541,6 +578,52 @@ fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
             raw.shutdown_timeout_secs
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
         ),
+    })
+}
+
+/// The `[listen]` keys of [`ChannelGuard`]: a cap of 1 to [`MAX_LISTEN_MAX_CONNECTIONS`],
+/// timeouts of 1 ms to [`MAX_LISTEN_TIMEOUT_MS`], any rate (0: no floor).
+fn validate_guard(raw: &RawListen) -> Result<ChannelGuard, ConfigError> {
+    let max_connections = raw
+        .max_connections
+        .unwrap_or(DEFAULT_LISTEN_MAX_CONNECTIONS);
+    if !(1..=MAX_LISTEN_MAX_CONNECTIONS).contains(&max_connections) {
+        return Err(invalid(
+            "listen.max_connections",
+            format!("must be between 1 and {MAX_LISTEN_MAX_CONNECTIONS}"),
+        ));
+    }
+    let timeout = |key: &str, v: Option<u64>, default: u64| {
+        let ms = v.unwrap_or(default);
+        if (1..=MAX_LISTEN_TIMEOUT_MS).contains(&ms) {
+            Ok(Duration::from_millis(ms))
+        } else {
+            Err(invalid(
+                format!("listen.{key}"),
+                format!("must be between 1 and {MAX_LISTEN_TIMEOUT_MS} (one hour)"),
+            ))
+        }
+    };
+    Ok(ChannelGuard {
+        max_connections,
+        header_timeout: timeout(
+            "header_timeout_ms",
+            raw.header_timeout_ms,
+            DEFAULT_HEADER_TIMEOUT_MS,
+        )?,
+        idle_timeout: timeout(
+            "idle_timeout_ms",
+            raw.idle_timeout_ms,
+            DEFAULT_IDLE_TIMEOUT_MS,
+        )?,
+        body_read_timeout: timeout(
+            "body_read_timeout_ms",
+            raw.body_read_timeout_ms,
+            DEFAULT_BODY_READ_TIMEOUT_MS,
+        )?,
+        min_body_bytes_per_sec: raw
+            .min_body_bytes_per_sec
+            .unwrap_or(DEFAULT_MIN_BODY_BYTES_PER_SEC),
     })
 }
 
@@ -1235,6 +1318,11 @@ mod tests {
             &[
                 ("address", &DEFAULT_LISTEN),
                 ("shutdown_timeout_secs", &DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+                ("max_connections", &DEFAULT_LISTEN_MAX_CONNECTIONS),
+                ("header_timeout_ms", &DEFAULT_HEADER_TIMEOUT_MS),
+                ("idle_timeout_ms", &DEFAULT_IDLE_TIMEOUT_MS),
+                ("body_read_timeout_ms", &DEFAULT_BODY_READ_TIMEOUT_MS),
+                ("min_body_bytes_per_sec", &DEFAULT_MIN_BODY_BYTES_PER_SEC),
             ],
         );
         check(

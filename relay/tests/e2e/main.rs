@@ -10,4 +10,5 @@ mod confirm;
 mod crash;
 mod delivery;
 mod devo;
+mod hostage;
 mod spool_damage;
