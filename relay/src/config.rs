@@ -45,15 +45,19 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 /// `listen.shutdown_timeout_secs`: how long requests, then outputs, may take to finish on
 /// SIGTERM, in seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
-/// `listen.max_connections`: channel connections open at once; at the cap, new connections
-/// wait in the kernel's backlog until one closes. Far below the usual 1024 descriptors.
+/// `listen.max_connections`: channel connections open at once; at the cap the longest-idle
+/// one is closed for a new one (new connections wait in the kernel's backlog only when every
+/// one is busy with a request). Far below the usual 1024 descriptors.
 pub const DEFAULT_LISTEN_MAX_CONNECTIONS: usize = 512;
 /// Highest `listen.max_connections`.
 pub const MAX_LISTEN_MAX_CONNECTIONS: usize = 65_536;
-/// `listen.header_timeout_ms`: from the first byte of a request to its last header.
+/// `listen.header_timeout_ms`: from the first byte of a request (for the first request, from
+/// the connection's opening) to its last header.
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 /// `listen.idle_timeout_ms`: a keep-alive connection with no request for this long is closed.
-pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Long, because idle connections cannot hold the channel (the cap evicts them) and a close
+/// racing a producer's next request costs it a retry.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 /// `listen.body_read_timeout_ms`: the longest wait for the next bytes of a body.
 pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
 /// `listen.min_body_bytes_per_sec`: the average rate a body must keep up once its first

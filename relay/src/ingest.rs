@@ -7,7 +7,8 @@
 //! accepting, lets in-flight requests finish (new ones get 503) and returns.
 //!
 //! It defends the channel against local processes that would hold it hostage (no token is
-//! needed to open a connection): a connection cap (accept waits at the cap), a watchdog per
+//! needed to open a connection): a connection cap (at the cap the longest-idle connection is
+//! closed for the new one; accept waits only when every one is busy), a watchdog per
 //! connection that closes idle and slow-header connections, per-read and minimum-rate
 //! timeouts on bodies, and a body budget taken as bytes arrive (`[listen]` in docs/relay.md).
 
@@ -638,11 +639,13 @@ pub(crate) fn write_address_file(path: &std::path::Path, text: &str) -> Result<(
 /// Serves `listener` until `stop` is cancelled, then waits (at most `grace`) for in-flight
 /// requests.
 ///
-/// At most `listen.max_connections` connections are open at once. At the cap the listener
-/// stops accepting, rather than accepting and closing the newest: waiting connections stay in
-/// the kernel's backlog in arrival order and cost no descriptor of ours, and a producer behind
-/// a flood gets its turn as soon as the timeouts free a slot, instead of racing the flood for
-/// it with failed attempts.
+/// At most `listen.max_connections` connections are open at once. At the cap, the connection
+/// that has waited longest for a request is closed to make room (closing an idle keep-alive
+/// connection is always allowed by HTTP; the producer opens another), so connections that do
+/// nothing can never keep a producer out. When every connection is busy with a request, the
+/// listener stops accepting rather than accepting and closing the newest: waiting connections
+/// stay in the kernel's backlog in arrival order and cost no descriptor of ours, and each gets
+/// its turn as soon as a request ends, instead of racing the others with failed attempts.
 pub(crate) async fn serve(
     listener: Listener,
     state: Arc<State>,
@@ -651,24 +654,30 @@ pub(crate) async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(state.guard.max_connections));
+    let live = Mutex::new(Vec::<std::sync::Weak<Activity>>::new());
     let mut last_cap_log: Option<Instant> = None;
-    let mut waits_since_log = 0u64;
+    let mut at_cap_since_log = 0u64;
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                state.metrics.channel.cap_waits.inc();
-                waits_since_log += 1;
+                state.metrics.channel.at_cap.inc();
+                at_cap_since_log += 1;
+                let evicted = evict_one(&live);
                 // Once per burst: at most one line a minute, however often the cap is hit.
                 if last_cap_log.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
                     tracing::warn!(
                         max_connections = state.guard.max_connections,
-                        times = waits_since_log,
-                        "channel at listen.max_connections: new connections wait in the \
-                         backlog until one closes"
+                        times = at_cap_since_log,
+                        "channel at listen.max_connections: the longest-idle connection is \
+                         closed for each new one; when every one is busy with a request, new \
+                         connections wait in the backlog"
                     );
                     last_cap_log = Some(Instant::now());
-                    waits_since_log = 0;
+                    at_cap_since_log = 0;
+                }
+                if !evicted {
+                    tracing::debug!("channel at its cap, every connection busy: accept waits");
                 }
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -687,10 +696,18 @@ pub(crate) async fn serve(
             Ok(io) => {
                 let state = state.clone();
                 let stop = stop.clone();
+                let activity = Arc::new(Activity::new());
+                {
+                    let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                    if live.len() >= 2 * state.guard.max_connections {
+                        live.retain(|a| a.strong_count() > 0);
+                    }
+                    live.push(Arc::downgrade(&activity));
+                }
                 tracker.spawn(async move {
                     state.metrics.channel.connections.inc();
                     state.metrics.channel.connections_open.add(1);
-                    serve_connection(io, state.clone(), stop).await;
+                    serve_connection(io, activity, state.clone(), stop).await;
                     state.metrics.channel.connections_open.add(-1);
                     drop(slot);
                 });
@@ -711,6 +728,28 @@ pub(crate) async fn serve(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("shutdown: in-flight requests still running after {grace:?}; leaving them");
     }
+}
+
+/// At the cap: closes the connection that has waited longest for a request (keep-alive idle
+/// first, then one whose headers are still coming), so that idle connections can never keep
+/// a new one out; false when every connection is busy with a request.
+fn evict_one(live: &Mutex<Vec<std::sync::Weak<Activity>>>) -> bool {
+    let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+    live.retain(|a| a.strong_count() > 0);
+    let mut candidates: Vec<(u8, Instant, Arc<Activity>)> = live
+        .iter()
+        .filter_map(|a| a.upgrade())
+        .filter_map(|a| {
+            let rank = match a.phase() {
+                Phase::Idle(since) => (0, since),
+                Phase::Head(since) => (1, since),
+                Phase::Busy | Phase::Evicted => return None,
+            };
+            Some((rank.0, rank.1, a))
+        })
+        .collect();
+    candidates.sort_by_key(|c| (c.0, c.1));
+    candidates.into_iter().any(|(_, _, a)| a.evict())
 }
 
 /// How often, at most, reaching the connection cap is logged.
@@ -742,6 +781,8 @@ enum Phase {
     Head(Instant),
     /// A request is being handled: the body timeouts apply, not the watchdog.
     Busy,
+    /// Chosen to make room at the cap: to be closed now.
+    Evicted,
 }
 
 /// A connection's phase, moved by its reads and its requests; the watchdog is told of each
@@ -754,7 +795,9 @@ struct Activity {
 impl Activity {
     fn new() -> Self {
         Activity {
-            phase: Mutex::new(Phase::Idle(Instant::now())),
+            // A new connection's first request must come within the header timeout: only a
+            // connection that has done a request since may idle longer.
+            phase: Mutex::new(Phase::Head(Instant::now())),
             changed: Notify::new(),
         }
     }
@@ -775,12 +818,43 @@ impl Activity {
         });
     }
 
+    fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the connection for closing unless a request is being handled on it.
+    fn evict(&self) -> bool {
+        let mut evicted = false;
+        self.set(|p| match p {
+            Phase::Idle(_) | Phase::Head(_) => {
+                evicted = true;
+                Some(Phase::Evicted)
+            }
+            Phase::Busy | Phase::Evicted => None,
+        });
+        evicted
+    }
+
+    /// A request came (its headers are in): false when the connection was evicted.
+    fn start_request(&self) -> bool {
+        let mut started = false;
+        self.set(|p| match p {
+            Phase::Evicted => None,
+            _ => {
+                started = true;
+                Some(Phase::Busy)
+            }
+        });
+        started
+    }
+
     /// When, unless the phase moves, the connection is to be closed, and why.
     fn deadline(&self, guard: &ChannelGuard) -> Option<(Instant, Reaped)> {
         match *self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
             Phase::Idle(since) => Some((since + guard.idle_timeout, Reaped::Idle)),
             Phase::Head(since) => Some((since + guard.header_timeout, Reaped::HeaderTimeout)),
             Phase::Busy => None,
+            Phase::Evicted => Some((Instant::now(), Reaped::Evicted)),
         }
     }
 }
@@ -842,11 +916,16 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Serves one connection under its watchdog: closed when idle past `idle_timeout`, or when a
-/// request's headers take longer than `header_timeout` (hyper's own header timer is not used:
-/// it also runs while a keep-alive connection is idle, so the two could not differ).
-async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: CancellationToken) {
-    let activity = Arc::new(Activity::new());
+/// Serves one connection under its watchdog: closed when idle past `idle_timeout`, when a
+/// request's headers (the first one's counted from the connection's opening) take longer than
+/// `header_timeout`, or when evicted at the cap (hyper's own header timer is not used: it also
+/// runs while a keep-alive connection is idle, so the two could not differ).
+async fn serve_connection(
+    io: Box<dyn Io>,
+    activity: Arc<Activity>,
+    state: Arc<State>,
+    stop: CancellationToken,
+) {
     let io = Watched {
         io,
         activity: activity.clone(),
@@ -858,7 +937,14 @@ async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: Cancellation
         let state = state.clone();
         let activity = on_request.clone();
         async move {
-            activity.set(|_| Some(Phase::Busy));
+            if !activity.start_request() {
+                // Evicted just before this request came: the connection is being closed.
+                return Ok(busy(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "connection closed to make room",
+                    state.spool.retry_after_secs(),
+                ));
+            }
             let answer = state.handle(req).await;
             activity.set(|_| Some(Phase::Idle(Instant::now())));
             answer

@@ -154,14 +154,14 @@ const CHANNEL_CONNECTIONS: Metric = Metric::counter(
     "Channel connections accepted.",
     &[],
 );
-const CHANNEL_CAP_WAITS: Metric = Metric::counter(
-    "sluice_relay_channel_cap_waits_total",
-    "Times the listener reached listen.max_connections and stopped accepting until a connection closed.",
+const CHANNEL_AT_CAP: Metric = Metric::counter(
+    "sluice_relay_channel_at_cap_total",
+    "Times a connection came with listen.max_connections open: the longest-idle one was closed for it, or, every one busy with a request, it waited.",
     &[],
 );
 const CHANNEL_REAPED: Metric = Metric::counter(
     "sluice_relay_channel_reaped_total",
-    "Channel connections closed by the relay for being too slow, by reason (header_timeout, idle, body_timeout).",
+    "Channel connections closed by the relay, by reason (header_timeout, idle, body_timeout, evicted: the longest-idle one, to make room at the cap).",
     &["reason"],
 );
 const CHANNEL_BODY_BUDGET: Metric = Metric::gauge(
@@ -177,15 +177,22 @@ pub(crate) enum Reaped {
     HeaderTimeout,
     Idle,
     BodyTimeout,
+    Evicted,
 }
 
 impl Reaped {
-    pub(crate) const ALL: [Reaped; 3] = [Reaped::HeaderTimeout, Reaped::Idle, Reaped::BodyTimeout];
+    pub(crate) const ALL: [Reaped; 4] = [
+        Reaped::HeaderTimeout,
+        Reaped::Idle,
+        Reaped::BodyTimeout,
+        Reaped::Evicted,
+    ];
     pub(crate) fn label(self) -> &'static str {
         match self {
             Reaped::HeaderTimeout => "header_timeout",
             Reaped::Idle => "idle",
             Reaped::BodyTimeout => "body_timeout",
+            Reaped::Evicted => "evicted",
         }
     }
 }
@@ -195,8 +202,8 @@ impl Reaped {
 pub(crate) struct ChannelMetrics {
     pub(crate) connections_open: Gauge,
     pub(crate) connections: Counter,
-    pub(crate) cap_waits: Counter,
-    pub(crate) reaped: [Counter; 3],
+    pub(crate) at_cap: Counter,
+    pub(crate) reaped: [Counter; 4],
     pub(crate) body_budget_bytes: Gauge,
 }
 
@@ -204,7 +211,7 @@ impl ChannelMetrics {
     fn render(&self, e: &mut Exposition) {
         e.sample(&CHANNEL_CONNECTIONS_OPEN, &[], self.connections_open.get());
         e.sample(&CHANNEL_CONNECTIONS, &[], self.connections.get());
-        e.sample(&CHANNEL_CAP_WAITS, &[], self.cap_waits.get());
+        e.sample(&CHANNEL_AT_CAP, &[], self.at_cap.get());
         for r in Reaped::ALL {
             e.sample(&CHANNEL_REAPED, &[r.label()], self.reaped[r as usize].get());
         }
@@ -824,6 +831,13 @@ mod tests {
         m.spool_skipped_bytes.add(11);
         m.spool_lost_segments.add(12);
         m.spool_keys_forgotten.add(13);
+        m.channel.connections_open.set(14);
+        m.channel.connections.add(15);
+        m.channel.at_cap.add(16);
+        for (i, r) in Reaped::ALL.into_iter().enumerate() {
+            m.channel.reaped[r as usize].add(i as u64 + 17);
+        }
+        m.channel.body_budget_bytes.set(21);
         for (i, r) in Refusal::ALL.into_iter().enumerate() {
             m.refused[r as usize].add(i as u64 + 1);
         }

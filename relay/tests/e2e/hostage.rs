@@ -205,14 +205,19 @@ async fn a_full_budget_answers_503_then_the_batch_goes_through() {
 }
 
 /// Slow-loris: connections that dribble their headers are closed after
-/// `header_timeout_ms`, while an idle keep-alive connection keeps its longer
-/// `idle_timeout_ms`.
+/// `header_timeout_ms`, while an idle keep-alive connection (one request done) keeps its
+/// longer `idle_timeout_ms`.
 #[tokio::test]
 async fn slow_loris_header_dribblers_are_closed() {
     let (_d, dir) = tmp();
     let listen = "header_timeout_ms = 700\nidle_timeout_ms = 20000\n";
     let relay = start(&dir, &spool_config(&dir.join("spool"), listen, STDOUT));
+    // A producer's pooled connection: one request done, then idle.
     let mut idle = connect(&relay.address);
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: relay\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut idle, Duration::from_secs(5)).0, 200);
+    let started = Instant::now();
     let mut loris: Vec<TcpStream> = (0..20)
         .map(|_| {
             let mut s = connect(&relay.address);
@@ -222,7 +227,6 @@ async fn slow_loris_header_dribblers_are_closed() {
             s
         })
         .collect();
-    let started = Instant::now();
     let deadline = started + Duration::from_secs(10);
     let mut open = loris.len();
     while open > 0 {
@@ -262,14 +266,25 @@ async fn slow_loris_header_dribblers_are_closed() {
     assert!(relay.terminate().success());
 }
 
-/// More idle connections than `max_connections`: the excess waits in the backlog, idle ones
-/// are closed after `idle_timeout_ms`, and a producer's batch still gets through.
+/// More idle connections than `max_connections`: at the cap the longest-idle one is closed
+/// for each new connection, so a producer's batch gets through at once; those that never send
+/// a request are closed after `header_timeout_ms` anyway.
 #[tokio::test]
 async fn idle_connections_beyond_the_cap_do_not_keep_a_batch_out() {
     let (_d, dir) = tmp();
-    let listen = "max_connections = 8\nidle_timeout_ms = 800\n";
+    let listen = "max_connections = 8\nheader_timeout_ms = 3000\n";
     let relay = start(&dir, &spool_config(&dir.join("spool"), listen, STDOUT));
-    let mut idle: Vec<TcpStream> = (0..24).map(|_| connect(&relay.address)).collect();
+    // Keep-alive idle connections (one request each, as a pool would), then bare ones.
+    let mut idle: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(&relay.address);
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: relay\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_answer(&mut s, Duration::from_secs(5)).0, 200);
+            s
+        })
+        .collect();
+    idle.extend((0..24).map(|_| connect(&relay.address)));
     let started = Instant::now();
     let c = relay
         .client(None)
@@ -278,9 +293,13 @@ async fn idle_connections_beyond_the_cap_do_not_keep_a_batch_out() {
             &batch(&[("my.app.test", "past the idle ones")]),
         )
         .await
-        .expect("the batch gets through once idle connections are reaped");
+        .expect("the batch gets through while idle connections fill the cap");
     assert_eq!((c.events, c.duplicate), (1, false));
     let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the batch waited {took:?}: longer than the header timeout, so nothing was evicted"
+    );
     relay.wait_lines(1, Duration::from_secs(10));
     for s in &mut idle {
         assert!(
@@ -290,17 +309,24 @@ async fn idle_connections_beyond_the_cap_do_not_keep_a_batch_out() {
     }
     let m = wait_metric(
         &relay.address,
-        "sluice_relay_channel_reaped_total{reason=\"idle\"}",
-        |v| v >= 24,
+        "sluice_relay_channel_reaped_total{reason=\"evicted\"}",
+        |v| v >= 25,
         Duration::from_secs(10),
     );
-    let waits = metric_value(&m, "sluice_relay_channel_cap_waits_total").unwrap_or(0);
-    assert!(waits >= 1, "the cap was never reached:\n{m}");
+    let at_cap = metric_value(&m, "sluice_relay_channel_at_cap_total").unwrap_or(0);
+    assert!(
+        at_cap >= 25,
+        "the cap was reached for each connection past it:\n{m}"
+    );
+    assert!(
+        metric_value(&m, "sluice_relay_channel_connections_open").unwrap_or(99) <= 8,
+        "{m}"
+    );
     assert!(
         relay.stderr_text().contains("listen.max_connections"),
         "reaching the cap is logged"
     );
-    eprintln!("batch stored after {took:?} behind 24 idle connections (cap 8, idle 800 ms)");
+    eprintln!("batch stored after {took:?} with 32 idle connections and a cap of 8");
     assert!(relay.terminate().success());
 }
 
