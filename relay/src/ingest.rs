@@ -665,7 +665,7 @@ pub(crate) async fn serve(
                 at_cap_since_log += 1;
                 let evicted = evict_one(&live);
                 // Once per burst: at most one line a minute, however often the cap is hit.
-                if last_cap_log.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
+                if !last_cap_log.is_some_and(|t| t.elapsed() < CAP_LOG_INTERVAL) {
                     tracing::warn!(
                         max_connections = state.guard.max_connections,
                         times = at_cap_since_log,
