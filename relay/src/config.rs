@@ -588,6 +588,15 @@ fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
 /// The `[listen]` keys of [`ChannelGuard`]: a cap of 1 to [`MAX_LISTEN_MAX_CONNECTIONS`],
 /// timeouts of 1 ms to [`MAX_LISTEN_TIMEOUT_MS`], any rate (0: no floor).
 fn validate_guard(raw: &RawListen) -> Result<ChannelGuard, ConfigError> {
+    if let Some(n) = raw
+        .shutdown_timeout_secs
+        .filter(|n| *n > MAX_SHUTDOWN_TIMEOUT_SECS)
+    {
+        return Err(invalid(
+            "listen.shutdown_timeout_secs",
+            format!("{n} is above {MAX_SHUTDOWN_TIMEOUT_SECS}"),
+        ));
+    }
     let max_connections = raw
         .max_connections
         .unwrap_or(DEFAULT_LISTEN_MAX_CONNECTIONS);
@@ -631,6 +640,43 @@ fn validate_guard(raw: &RawListen) -> Result<ChannelGuard, ConfigError> {
     })
 }
 
+/// Smallest `spool.segment_bytes`: smaller segments would mean a file per batch.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// Highest `spool.retry_after_secs`: an hour (a producer would otherwise wait for ever).
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
+/// Highest `spool.keys_window`: 10 million keys (about 1 GiB of memory).
+pub const MAX_KEYS_WINDOW: usize = 10_000_000;
+/// Highest `listen.shutdown_timeout_secs`: a day.
+pub const MAX_SHUTDOWN_TIMEOUT_SECS: u64 = 86_400;
+
+/// The ranges of `[spool]` keys checked before the spool is sized: `segment_bytes` at least
+/// [`MIN_SEGMENT_BYTES`], `retry_after_secs` 1 to [`MAX_RETRY_AFTER_SECS`], `keys_window` at
+/// most [`MAX_KEYS_WINDOW`].
+fn check_spool_ranges(raw: &RawSpool) -> Result<(), ConfigError> {
+    if let Some(n) = raw.segment_bytes.filter(|n| *n < MIN_SEGMENT_BYTES) {
+        return Err(invalid(
+            "spool.segment_bytes",
+            format!("{n} is below {MIN_SEGMENT_BYTES}"),
+        ));
+    }
+    if let Some(n) = raw
+        .retry_after_secs
+        .filter(|n| !(1..=MAX_RETRY_AFTER_SECS).contains(n))
+    {
+        return Err(invalid(
+            "spool.retry_after_secs",
+            format!("{n} is outside 1..={MAX_RETRY_AFTER_SECS}"),
+        ));
+    }
+    if let Some(n) = raw.keys_window.filter(|n| *n > MAX_KEYS_WINDOW) {
+        return Err(invalid(
+            "spool.keys_window",
+            format!("{n} is above {MAX_KEYS_WINDOW}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `[limits]`: each cap at least 1, a body below [`MAX_MAX_BODY`].
 fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
     let limits = Limits {
@@ -657,6 +703,7 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
 /// segments small enough that at least four fit.
 fn validate_spool(raw: Option<RawSpool>, limits: &Limits) -> Result<SpoolSettings, ConfigError> {
     let raw = raw.ok_or_else(|| invalid("spool", "the [spool] table with `dir` is required"))?;
+    check_spool_ranges(&raw)?;
     let dir = raw
         .dir
         .filter(|d| !d.as_os_str().is_empty())
@@ -1373,6 +1420,40 @@ mod tests {
                 ("idle_reconnect_secs", &DEFAULT_IDLE_RECONNECT_SECS),
                 ("max_connection_age_secs", &DEFAULT_MAX_CONNECTION_AGE_SECS),
             ],
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_key() {
+        let base = "[spool]\ndir = \"/x\"\n[[outputs]]\ntype = \"stdout\"\n";
+        for (table, key, value) in [
+            ("spool", "segment_bytes", "1"),
+            ("spool", "retry_after_secs", "1000000000000000000"),
+            ("spool", "retry_after_secs", "0"),
+            ("spool", "keys_window", "100000000"),
+            ("listen", "shutdown_timeout_secs", "1000000000000000000"),
+            ("listen", "max_connections", "0"),
+            ("listen", "max_connections", "100000"),
+            ("listen", "header_timeout_ms", "0"),
+            ("listen", "idle_timeout_ms", "3600001"),
+            ("listen", "body_read_timeout_ms", "9223372036854775807"),
+        ] {
+            let text = if table == "spool" {
+                base.replace("[spool]\n", &format!("[spool]\n{key} = {value}\n"))
+            } else {
+                format!("[listen]\n{key} = {value}\n{base}")
+            };
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("config key {table}.{key}: ")),
+                "{table}.{key} = {value}: {e}"
+            );
+        }
+        let s = parse(&format!("[listen]\nmin_body_bytes_per_sec = 0\n{base}")).unwrap();
+        assert_eq!(s.listen.guard.min_body_bytes_per_sec, 0);
+        assert_eq!(
+            s.listen.guard.max_connections,
+            DEFAULT_LISTEN_MAX_CONNECTIONS
         );
     }
 
