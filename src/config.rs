@@ -115,6 +115,151 @@ pub const SQS_MAX_MESSAGES: SqsRange = SqsRange {
     devo: (1, 10),
 };
 
+/// The accepted range of a numeric key, inclusive. A value outside it is refused at load with
+/// an error naming the key and the range, never left to fail (or panic) later: a semaphore
+/// panics above 2^61 permits, an `Instant` or `SystemTime` plus a huge duration panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The key: `table.key`, or for `[[inputs]]` the key within the input.
+    pub key: &'static str,
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+}
+
+impl KeyRange {
+    /// `value` (or `default` when unset), checked; `key` names it in the error (the input's
+    /// keys are named `inputs.NAME.key`).
+    fn check(self, key: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+        let v = value.unwrap_or(default);
+        if (self.min..=self.max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(
+                key,
+                format!("{v} is outside {}..={}", self.min, self.max),
+            ))
+        }
+    }
+
+    /// [`KeyRange::check`] for a key of `[relay]`, `[batch]`, `[collector]` or `[fetch]`.
+    fn get(self, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+        self.check(self.key, value, default)
+    }
+
+    /// [`KeyRange::check`] for a `usize` key.
+    fn get_usize(self, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+        // usize is at most 64 bits here, and every max fits 32 bits.
+        self.get(value.map(|v| v as u64), default as u64)
+            .map(|v| v as usize)
+    }
+}
+
+/// `relay.timeout_secs`: 1 s to a day.
+pub const RELAY_TIMEOUT_SECS: KeyRange = KeyRange {
+    key: "relay.timeout_secs",
+    min: 1,
+    max: 86_400,
+};
+/// `batch.max_events`: 1 to 10 million.
+pub const BATCH_MAX_EVENTS: KeyRange = KeyRange {
+    key: "batch.max_events",
+    min: 1,
+    max: 10_000_000,
+};
+/// `batch.max_bytes`: 1 byte to 1 GiB (then lowered to what the relay accepts).
+pub const BATCH_MAX_BYTES: KeyRange = KeyRange {
+    key: "batch.max_bytes",
+    min: 1,
+    max: 1 << 30,
+};
+/// `batch.max_age_ms`: 0 (every event sent as it comes) to an hour.
+pub const BATCH_MAX_AGE_MS: KeyRange = KeyRange {
+    key: "batch.max_age_ms",
+    min: 0,
+    max: 3_600_000,
+};
+/// `batch.compression_level`: gzip's levels.
+pub const BATCH_COMPRESSION_LEVEL: KeyRange = KeyRange {
+    key: "batch.compression_level",
+    min: 0,
+    max: MAX_COMPRESSION_LEVEL as u64,
+};
+/// `collector.max_messages_in_flight`: 1 to 4096.
+pub const MAX_MESSAGES_IN_FLIGHT: KeyRange = KeyRange {
+    key: "collector.max_messages_in_flight",
+    min: 1,
+    max: 4096,
+};
+/// `collector.shutdown_timeout_secs`: 0 (stop at once) to a day.
+pub const SHUTDOWN_TIMEOUT_SECS: KeyRange = KeyRange {
+    key: "collector.shutdown_timeout_secs",
+    min: 0,
+    max: 86_400,
+};
+/// `fetch.part_bytes`: up to 1 GiB; below [`MIN_PART_BYTES`] (0 included) it is raised to it.
+pub const PART_BYTES: KeyRange = KeyRange {
+    key: "fetch.part_bytes",
+    min: 0,
+    max: 1 << 30,
+};
+/// `fetch.parallel_parts`: 1 to 64.
+pub const PARALLEL_PARTS: KeyRange = KeyRange {
+    key: "fetch.parallel_parts",
+    min: 1,
+    max: 64,
+};
+/// `fetch.max_parts_in_flight`: 1 to 4096.
+pub const MAX_PARTS_IN_FLIGHT: KeyRange = KeyRange {
+    key: "fetch.max_parts_in_flight",
+    min: 1,
+    max: 4096,
+};
+/// `inputs.ledger_ttl_secs`: 1 s to 366 days.
+pub const LEDGER_TTL_SECS: KeyRange = KeyRange {
+    key: "ledger_ttl_secs",
+    min: 1,
+    max: 366 * 24 * 3600,
+};
+/// `inputs.ledger_max_entries`: 1 to 10 million (about 100 bytes each).
+pub const LEDGER_MAX_ENTRIES: KeyRange = KeyRange {
+    key: "ledger_max_entries",
+    min: 1,
+    max: 10_000_000,
+};
+/// `inputs.pollers`: 0 is raised to 1, more than [`MAX_POLLERS`] lowered to it; refused above
+/// this (surely a typo).
+pub const POLLERS: KeyRange = KeyRange {
+    key: "pollers",
+    min: 0,
+    max: 1_000_000,
+};
+/// `inputs.max_receive_count`: 1 to 1000, as SQS's `maxReceiveCount`.
+pub const MAX_RECEIVE_COUNT: KeyRange = KeyRange {
+    key: "max_receive_count",
+    min: 1,
+    max: 1000,
+};
+
+/// Every numeric key's range (the `sqs_*` keys of `[[inputs]]` have their own, [`SqsRange`]).
+pub const RANGES: &[KeyRange] = &[
+    RELAY_TIMEOUT_SECS,
+    BATCH_MAX_EVENTS,
+    BATCH_MAX_BYTES,
+    BATCH_MAX_AGE_MS,
+    BATCH_COMPRESSION_LEVEL,
+    MAX_MESSAGES_IN_FLIGHT,
+    SHUTDOWN_TIMEOUT_SECS,
+    PART_BYTES,
+    PARALLEL_PARTS,
+    MAX_PARTS_IN_FLIGHT,
+    LEDGER_TTL_SECS,
+    LEDGER_MAX_ENTRIES,
+    POLLERS,
+    MAX_RECEIVE_COUNT,
+];
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -456,52 +601,87 @@ impl Settings {
     fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         sluice_channel::client::Endpoint::parse(&raw.relay.url)
             .map_err(|e| invalid("relay.url", e.to_string()))?;
+        let relay_timeout =
+            RELAY_TIMEOUT_SECS.get(raw.relay.timeout_secs, DEFAULT_RELAY_TIMEOUT_SECS)?;
         let batch = validate_batch(&raw.batch)?;
         let collector_id = validate_collector_id(raw.collector.id)?;
+        let max_messages_in_flight = MAX_MESSAGES_IN_FLIGHT.get_usize(
+            raw.collector.max_messages_in_flight,
+            DEFAULT_MAX_MESSAGES_IN_FLIGHT,
+        )?;
+        let shutdown_timeout = SHUTDOWN_TIMEOUT_SECS.get(
+            raw.collector.shutdown_timeout_secs,
+            DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+        )?;
+        let metrics_address = validate_metrics_address(raw.collector.metrics_address)?;
+        validate_state_dir(raw.collector.state_dir.as_deref())?;
+        let fetch = fetch_limits(&raw.fetch)?;
         let inputs = validate_inputs(raw.inputs, raw.collector.state_dir.as_deref())?;
         Ok(Settings {
             relay_url: raw.relay.url,
             relay_token: raw.relay.token.map(Secret::new),
-            relay_timeout: Duration::from_secs(
-                raw.relay
-                    .timeout_secs
-                    .unwrap_or(DEFAULT_RELAY_TIMEOUT_SECS)
-                    .max(1),
-            ),
+            relay_timeout: Duration::from_secs(relay_timeout),
             batch,
             collector_id,
-            max_messages_in_flight: raw
-                .collector
-                .max_messages_in_flight
-                .unwrap_or(DEFAULT_MAX_MESSAGES_IN_FLIGHT)
-                .max(1),
-            shutdown_timeout: Duration::from_secs(
-                raw.collector
-                    .shutdown_timeout_secs
-                    .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
-            ),
-            metrics_address: raw.collector.metrics_address,
-            fetch: fetch_limits(&raw.fetch),
+            max_messages_in_flight,
+            shutdown_timeout: Duration::from_secs(shutdown_timeout),
+            metrics_address,
+            fetch,
             inputs,
         })
     }
 }
 
-/// `[batch]`: defaults, counts raised to at least 1, the gzip level checked.
-fn validate_batch(raw: &RawBatch) -> Result<BatchSettings, ConfigError> {
-    let batch = BatchSettings {
-        max_events: raw.max_events.unwrap_or(DEFAULT_BATCH_MAX_EVENTS).max(1),
-        max_bytes: raw.max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES).max(1),
-        max_age: Duration::from_millis(raw.max_age_ms.unwrap_or(DEFAULT_BATCH_MAX_AGE_MS)),
-        compression_level: raw.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL),
+/// `collector.metrics_address`: `host:port` (a name or an address, a numeric port); whether
+/// it can be bound is known only at start, whose error names the key too.
+fn validate_metrics_address(address: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(address) = address else {
+        return Ok(None);
     };
-    if batch.compression_level > MAX_COMPRESSION_LEVEL {
+    let ok = address.parse::<std::net::SocketAddr>().is_ok()
+        || address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(['[', ']', ':']) && port.parse::<u16>().is_ok()
+        });
+    if !ok {
         return Err(invalid(
-            "batch.compression_level",
-            format!("must be 0 to {MAX_COMPRESSION_LEVEL}"),
+            "collector.metrics_address",
+            format!("{address:?} is not host:port"),
         ));
     }
-    Ok(batch)
+    Ok(Some(address))
+}
+
+/// `collector.state_dir`: not empty, and a directory if it exists (it is created otherwise);
+/// an error opening a ledger in it at start names the key too.
+fn validate_state_dir(dir: Option<&Path>) -> Result<(), ConfigError> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    if dir.as_os_str().is_empty() {
+        return Err(invalid("collector.state_dir", "is empty"));
+    }
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(invalid(
+            "collector.state_dir",
+            format!("{} is not a directory", dir.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `[batch]`: each value within its range.
+fn validate_batch(raw: &RawBatch) -> Result<BatchSettings, ConfigError> {
+    Ok(BatchSettings {
+        max_events: BATCH_MAX_EVENTS.get(raw.max_events, DEFAULT_BATCH_MAX_EVENTS)?,
+        max_bytes: BATCH_MAX_BYTES.get(raw.max_bytes, DEFAULT_BATCH_MAX_BYTES)?,
+        max_age: Duration::from_millis(
+            BATCH_MAX_AGE_MS.get(raw.max_age_ms, DEFAULT_BATCH_MAX_AGE_MS)?,
+        ),
+        compression_level: BATCH_COMPRESSION_LEVEL.get(
+            raw.compression_level.map(u64::from),
+            u64::from(DEFAULT_COMPRESSION_LEVEL),
+        )? as u32,
+    })
 }
 
 /// `collector.id`: as configured, else the hostname with every character an idempotency key
@@ -532,19 +712,16 @@ fn validate_collector_id(configured: Option<String>) -> Result<String, ConfigErr
     Ok(collector_id)
 }
 
-/// `[fetch]`: defaults, each value raised to its floor.
-fn fetch_limits(raw: &RawFetch) -> FetchLimits {
-    FetchLimits {
-        part_bytes: raw
-            .part_bytes
-            .unwrap_or(DEFAULT_PART_BYTES)
+/// `[fetch]`: each value within its range; the part size raised to [`MIN_PART_BYTES`].
+fn fetch_limits(raw: &RawFetch) -> Result<FetchLimits, ConfigError> {
+    Ok(FetchLimits {
+        part_bytes: PART_BYTES
+            .get(raw.part_bytes, DEFAULT_PART_BYTES)?
             .max(MIN_PART_BYTES),
-        parallel_parts: raw.parallel_parts.unwrap_or(DEFAULT_PARALLEL_PARTS).max(1),
-        max_parts_in_flight: raw
-            .max_parts_in_flight
-            .unwrap_or(DEFAULT_MAX_PARTS_IN_FLIGHT)
-            .max(1),
-    }
+        parallel_parts: PARALLEL_PARTS.get_usize(raw.parallel_parts, DEFAULT_PARALLEL_PARTS)?,
+        max_parts_in_flight: MAX_PARTS_IN_FLIGHT
+            .get_usize(raw.max_parts_in_flight, DEFAULT_MAX_PARTS_IN_FLIGHT)?,
+    })
 }
 
 /// Every `[[inputs]]` table: names unique (a default name is `input-N`), disabled inputs
@@ -711,19 +888,29 @@ fn validate_input(
             dir.join(ledger_namespace(name, short_id))
                 .join("objects.ledger")
         }),
-        ttl: Duration::from_secs(input.ledger_ttl_secs.unwrap_or(DEFAULT_LEDGER_TTL_SECS)),
-        max_entries: input
-            .ledger_max_entries
-            .unwrap_or(DEFAULT_LEDGER_MAX_ENTRIES)
-            .max(1),
+        ttl: Duration::from_secs(LEDGER_TTL_SECS.check(
+            &field(LEDGER_TTL_SECS.key),
+            input.ledger_ttl_secs,
+            DEFAULT_LEDGER_TTL_SECS,
+        )?),
+        max_entries: LEDGER_MAX_ENTRIES.check(
+            &field(LEDGER_MAX_ENTRIES.key),
+            input.ledger_max_entries.map(|v| v as u64),
+            DEFAULT_LEDGER_MAX_ENTRIES as u64,
+        )? as usize,
     };
     let processing = processing
         .resolve(sluice_channel::wire::MAX_TAG_BYTES)
         .map_err(|e| invalid(format!("inputs.{name}"), e.to_string()))?;
     let poison_action = poison_action(input.poison_action.as_deref(), &field)?;
-    if input.max_receive_count == Some(0) {
-        return Err(invalid(field("max_receive_count"), "must be at least 1"));
+    if let Some(n) = input.max_receive_count {
+        MAX_RECEIVE_COUNT.check(&field(MAX_RECEIVE_COUNT.key), Some(u64::from(n)), 0)?;
     }
+    let pollers = POLLERS.check(
+        &field(POLLERS.key),
+        input.pollers.map(|v| v as u64),
+        DEFAULT_POLLERS as u64,
+    )? as usize;
     let region = input
         .region
         .or_else(|| region_from_queue_url(&input.base_url));
@@ -743,10 +930,7 @@ fn validate_input(
         visibility_timeout: Duration::from_secs(visibility as u64),
         wait_time: Duration::from_secs(wait as u64),
         max_messages: max_messages as i32,
-        pollers: input
-            .pollers
-            .unwrap_or(DEFAULT_POLLERS)
-            .clamp(1, MAX_POLLERS),
+        pollers: pollers.clamp(1, MAX_POLLERS),
         max_receive_count: input.max_receive_count,
         poison_action,
         do_not_send: input.do_not_send.unwrap_or(DEFAULT_DO_NOT_SEND),
@@ -887,6 +1071,117 @@ tag = "cloud.aws.cloudtrail.events"
         let text = format!("{MINIMAL}sqs_visibility_timeout = 5\nsqs_wait_timeout = 1\n");
         let s = Settings::parse(&text, "t").unwrap();
         assert_eq!(s.inputs[0].visibility_timeout, Duration::from_secs(5));
+    }
+
+    /// Each reported case, and each key's bounds: refused at load, the error naming the key
+    /// (never a panic later in a semaphore or a clock).
+    #[test]
+    fn every_numeric_key_is_range_checked_naming_the_key() {
+        let huge = "4611686018427387904"; // 2^62: above tokio's semaphore maximum
+        let tables = [
+            ("collector", "max_messages_in_flight", huge),
+            ("fetch", "max_parts_in_flight", huge),
+            ("fetch", "parallel_parts", huge),
+            ("fetch", "part_bytes", huge),
+            ("relay", "timeout_secs", "0"),
+            ("relay", "timeout_secs", huge),
+            ("batch", "max_events", "0"),
+            ("batch", "max_bytes", "0"),
+            ("batch", "max_age_ms", huge),
+            ("batch", "compression_level", "10"),
+            ("collector", "max_messages_in_flight", "0"),
+            ("collector", "shutdown_timeout_secs", huge),
+            ("fetch", "max_parts_in_flight", "0"),
+        ];
+        for (table, key, value) in tables {
+            let text = if table == "relay" {
+                MINIMAL.replace("[relay]\n", &format!("[relay]\n{key} = {value}\n"))
+            } else {
+                format!("[{table}]\n{key} = {value}\n{MINIMAL}")
+            };
+            let err = Settings::parse(&text, "t").unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{table}.{key}: {value} is outside")),
+                "{table}.{key} = {value}: {err}"
+            );
+        }
+        for (key, value) in [
+            ("ledger_ttl_secs", huge),
+            ("ledger_ttl_secs", "0"),
+            ("ledger_max_entries", huge),
+            ("ledger_max_entries", "0"),
+            ("pollers", huge),
+            ("max_receive_count", "0"),
+            ("max_receive_count", "1001"),
+        ] {
+            let text = format!("{MINIMAL}{key} = {value}\n");
+            let err = Settings::parse(&text, "t").unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("inputs.cloudtrail.{key}: {value} is outside")),
+                "{key} = {value}: {err}"
+            );
+        }
+        // The bounds themselves are accepted.
+        for range in RANGES.iter().filter(|r| r.key.contains('.')) {
+            let (table, key) = range.key.split_once('.').unwrap();
+            for v in [range.min, range.max] {
+                let text = if table == "relay" {
+                    MINIMAL.replace("[relay]\n", &format!("[relay]\n{key} = {v}\n"))
+                } else {
+                    format!("[{table}]\n{key} = {v}\n{MINIMAL}")
+                };
+                Settings::parse(&text, "t")
+                    .unwrap_or_else(|e| panic!("{} = {v} refused: {e}", range.key));
+            }
+        }
+        let s = Settings::parse(&format!("{MINIMAL}pollers = 1000\n"), "t").unwrap();
+        assert_eq!(s.inputs[0].pollers, MAX_POLLERS, "lowered, as documented");
+    }
+
+    #[test]
+    fn metrics_address_and_state_dir_errors_name_the_key() {
+        for bad in [
+            "9100",
+            "nohost",
+            ":9100",
+            "host:port",
+            "host:99999",
+            "[::1:9100",
+        ] {
+            let text = format!("[collector]\nmetrics_address = \"{bad}\"\n{MINIMAL}");
+            let err = Settings::parse(&text, "t").unwrap_err().to_string();
+            assert!(
+                err.starts_with("collector.metrics_address: "),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["127.0.0.1:9100", "localhost:0", "[::1]:9100"] {
+            let text = format!("[collector]\nmetrics_address = \"{good}\"\n{MINIMAL}");
+            Settings::parse(&text, "t").unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        for bad in [String::new(), file.display().to_string()] {
+            let text = format!("[collector]\nstate_dir = \"{bad}\"\n{MINIMAL}");
+            let err = Settings::parse(&text, "t").unwrap_err().to_string();
+            assert!(err.starts_with("collector.state_dir: "), "{bad:?}: {err}");
+        }
+        // Missing is fine: it is created at start.
+        let text = format!(
+            "[collector]\nstate_dir = \"{}\"\n{MINIMAL}",
+            dir.path().join("new").display()
+        );
+        Settings::parse(&text, "t").unwrap();
+        // At start, the errors name the key too.
+        let e = crate::pipeline::StartError::Metrics {
+            address: "127.0.0.1:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert!(
+            e.to_string().starts_with("collector.metrics_address: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -38,9 +38,9 @@ pub enum StartError {
     Limits(#[from] crate::delivery::limits::NoRoom),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
+    #[error("collector.state_dir: {0}")]
     Ledger(#[from] crate::object::ledger::LedgerError),
-    #[error("metrics listener on {address}: {source}")]
+    #[error("collector.metrics_address: cannot listen on {address}: {source}")]
     Metrics {
         address: String,
         #[source]

@@ -94,6 +94,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> Result<Runnin
         metrics: metrics.clone(),
         shutting_down: AtomicBool::new(false),
         body_budget: ingest::body_budget(&settings.limits),
+        guard: settings.listen.guard,
     });
     let grace = settings.listen.shutdown_timeout;
     let drain_timeout = settings.listen.drain_timeout;

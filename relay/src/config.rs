@@ -48,6 +48,26 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 /// `listen.drain_timeout_secs`: 0, no drain: on SIGTERM undelivered batches stay in the spool
 /// for the next start.
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 0;
+/// `listen.max_connections`: channel connections open at once; at the cap the longest-idle
+/// one is closed for a new one (new connections wait in the kernel's backlog only when every
+/// one is busy with a request). Far below the usual 1024 descriptors.
+pub const DEFAULT_LISTEN_MAX_CONNECTIONS: usize = 512;
+/// Highest `listen.max_connections`.
+pub const MAX_LISTEN_MAX_CONNECTIONS: usize = 65_536;
+/// `listen.header_timeout_ms`: from the first byte of a request (for the first request, from
+/// the connection's opening) to its last header.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// `listen.idle_timeout_ms`: a keep-alive connection with no request for this long is closed.
+/// Long, because idle connections cannot hold the channel (the cap evicts them) and a close
+/// racing a producer's next request costs it a retry.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// `listen.body_read_timeout_ms`: the longest wait for the next bytes of a body.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
+/// `listen.min_body_bytes_per_sec`: the average rate a body must keep up once its first
+/// `body_read_timeout_ms` are over (a 16 MiB body may take 256 s).
+pub const DEFAULT_MIN_BODY_BYTES_PER_SEC: u64 = 64 * 1024;
+/// Highest of the three `listen.*_ms` timeouts: one hour.
+pub const MAX_LISTEN_TIMEOUT_MS: u64 = 3_600_000;
 /// `limits.max_body_bytes`: compressed body of one POST, 16 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 /// Highest accepted `limits.max_body_bytes`: spool records carry a u32 length, so a body
@@ -211,6 +231,11 @@ pub struct RawListen {
     pub token: Option<String>,
     pub shutdown_timeout_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub min_body_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -354,6 +379,19 @@ pub struct ListenSettings {
     /// On stop, how long outputs may go on delivering until the spool is empty; zero for no
     /// drain (the spool keeps what is left for the next start).
     pub drain_timeout: Duration,
+    pub guard: ChannelGuard,
+}
+
+/// What keeps one local process from holding the channel hostage: a connection cap and the
+/// timeouts that reap idle, slow-header and stalled-body connections (docs/relay.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelGuard {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
+    /// 0: no floor.
+    pub min_body_bytes_per_sec: u64,
 }
 
 impl std::fmt::Debug for ListenSettings {
@@ -364,6 +402,7 @@ impl std::fmt::Debug for ListenSettings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_timeout", &self.drain_timeout)
+            .field("guard", &self.guard)
             .finish()
     }
 }
@@ -526,6 +565,7 @@ impl Settings {
 
 /// `[listen]`: `ip:port` or `unix:/path`; an empty token means none.
 fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
+    let guard = validate_guard(&raw)?;
     let text = raw.address.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let address = if let Some(p) = text.strip_prefix("unix:") {
         if p.is_empty() {
@@ -542,6 +582,7 @@ fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
     };
     let token = raw.token.filter(|t| !t.is_empty());
     Ok(ListenSettings {
+        guard,
         address,
         address_file: raw.address_file,
         token,
@@ -553,6 +594,98 @@ fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
             raw.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
         ),
     })
+}
+
+/// The `[listen]` keys of [`ChannelGuard`]: a cap of 1 to [`MAX_LISTEN_MAX_CONNECTIONS`],
+/// timeouts of 1 ms to [`MAX_LISTEN_TIMEOUT_MS`], any rate (0: no floor).
+fn validate_guard(raw: &RawListen) -> Result<ChannelGuard, ConfigError> {
+    if let Some(n) = raw
+        .shutdown_timeout_secs
+        .filter(|n| *n > MAX_SHUTDOWN_TIMEOUT_SECS)
+    {
+        return Err(invalid(
+            "listen.shutdown_timeout_secs",
+            format!("{n} is above {MAX_SHUTDOWN_TIMEOUT_SECS}"),
+        ));
+    }
+    let max_connections = raw
+        .max_connections
+        .unwrap_or(DEFAULT_LISTEN_MAX_CONNECTIONS);
+    if !(1..=MAX_LISTEN_MAX_CONNECTIONS).contains(&max_connections) {
+        return Err(invalid(
+            "listen.max_connections",
+            format!("must be between 1 and {MAX_LISTEN_MAX_CONNECTIONS}"),
+        ));
+    }
+    let timeout = |key: &str, v: Option<u64>, default: u64| {
+        let ms = v.unwrap_or(default);
+        if (1..=MAX_LISTEN_TIMEOUT_MS).contains(&ms) {
+            Ok(Duration::from_millis(ms))
+        } else {
+            Err(invalid(
+                format!("listen.{key}"),
+                format!("must be between 1 and {MAX_LISTEN_TIMEOUT_MS} (one hour)"),
+            ))
+        }
+    };
+    Ok(ChannelGuard {
+        max_connections,
+        header_timeout: timeout(
+            "header_timeout_ms",
+            raw.header_timeout_ms,
+            DEFAULT_HEADER_TIMEOUT_MS,
+        )?,
+        idle_timeout: timeout(
+            "idle_timeout_ms",
+            raw.idle_timeout_ms,
+            DEFAULT_IDLE_TIMEOUT_MS,
+        )?,
+        body_read_timeout: timeout(
+            "body_read_timeout_ms",
+            raw.body_read_timeout_ms,
+            DEFAULT_BODY_READ_TIMEOUT_MS,
+        )?,
+        min_body_bytes_per_sec: raw
+            .min_body_bytes_per_sec
+            .unwrap_or(DEFAULT_MIN_BODY_BYTES_PER_SEC),
+    })
+}
+
+/// Smallest `spool.segment_bytes`: smaller segments would mean a file per batch.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// Highest `spool.retry_after_secs`: an hour (a producer would otherwise wait for ever).
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
+/// Highest `spool.keys_window`: 10 million keys (about 1 GiB of memory).
+pub const MAX_KEYS_WINDOW: usize = 10_000_000;
+/// Highest `listen.shutdown_timeout_secs`: a day.
+pub const MAX_SHUTDOWN_TIMEOUT_SECS: u64 = 86_400;
+
+/// The ranges of `[spool]` keys checked before the spool is sized: `segment_bytes` at least
+/// [`MIN_SEGMENT_BYTES`], `retry_after_secs` 1 to [`MAX_RETRY_AFTER_SECS`], `keys_window` at
+/// most [`MAX_KEYS_WINDOW`].
+fn check_spool_ranges(raw: &RawSpool) -> Result<(), ConfigError> {
+    if let Some(n) = raw.segment_bytes.filter(|n| *n < MIN_SEGMENT_BYTES) {
+        return Err(invalid(
+            "spool.segment_bytes",
+            format!("{n} is below {MIN_SEGMENT_BYTES}"),
+        ));
+    }
+    if let Some(n) = raw
+        .retry_after_secs
+        .filter(|n| !(1..=MAX_RETRY_AFTER_SECS).contains(n))
+    {
+        return Err(invalid(
+            "spool.retry_after_secs",
+            format!("{n} is outside 1..={MAX_RETRY_AFTER_SECS}"),
+        ));
+    }
+    if let Some(n) = raw.keys_window.filter(|n| *n > MAX_KEYS_WINDOW) {
+        return Err(invalid(
+            "spool.keys_window",
+            format!("{n} is above {MAX_KEYS_WINDOW}"),
+        ));
+    }
+    Ok(())
 }
 
 /// `[limits]`: each cap at least 1, a body below [`MAX_MAX_BODY`].
@@ -581,6 +714,7 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, ConfigError> {
 /// segments small enough that at least four fit.
 fn validate_spool(raw: Option<RawSpool>, limits: &Limits) -> Result<SpoolSettings, ConfigError> {
     let raw = raw.ok_or_else(|| invalid("spool", "the [spool] table with `dir` is required"))?;
+    check_spool_ranges(&raw)?;
     let dir = raw
         .dir
         .filter(|d| !d.as_os_str().is_empty())
@@ -1266,6 +1400,11 @@ mod tests {
                 ("address", &DEFAULT_LISTEN),
                 ("shutdown_timeout_secs", &DEFAULT_SHUTDOWN_TIMEOUT_SECS),
                 ("drain_timeout_secs", &DEFAULT_DRAIN_TIMEOUT_SECS),
+                ("max_connections", &DEFAULT_LISTEN_MAX_CONNECTIONS),
+                ("header_timeout_ms", &DEFAULT_HEADER_TIMEOUT_MS),
+                ("idle_timeout_ms", &DEFAULT_IDLE_TIMEOUT_MS),
+                ("body_read_timeout_ms", &DEFAULT_BODY_READ_TIMEOUT_MS),
+                ("min_body_bytes_per_sec", &DEFAULT_MIN_BODY_BYTES_PER_SEC),
             ],
         );
         check(
@@ -1312,6 +1451,40 @@ mod tests {
                 ("idle_reconnect_secs", &DEFAULT_IDLE_RECONNECT_SECS),
                 ("max_connection_age_secs", &DEFAULT_MAX_CONNECTION_AGE_SECS),
             ],
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_key() {
+        let base = "[spool]\ndir = \"/x\"\n[[outputs]]\ntype = \"stdout\"\n";
+        for (table, key, value) in [
+            ("spool", "segment_bytes", "1"),
+            ("spool", "retry_after_secs", "1000000000000000000"),
+            ("spool", "retry_after_secs", "0"),
+            ("spool", "keys_window", "100000000"),
+            ("listen", "shutdown_timeout_secs", "1000000000000000000"),
+            ("listen", "max_connections", "0"),
+            ("listen", "max_connections", "100000"),
+            ("listen", "header_timeout_ms", "0"),
+            ("listen", "idle_timeout_ms", "3600001"),
+            ("listen", "body_read_timeout_ms", "9223372036854775807"),
+        ] {
+            let text = if table == "spool" {
+                base.replace("[spool]\n", &format!("[spool]\n{key} = {value}\n"))
+            } else {
+                format!("[listen]\n{key} = {value}\n{base}")
+            };
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("config key {table}.{key}: ")),
+                "{table}.{key} = {value}: {e}"
+            );
+        }
+        let s = parse(&format!("[listen]\nmin_body_bytes_per_sec = 0\n{base}")).unwrap();
+        assert_eq!(s.listen.guard.min_body_bytes_per_sec, 0);
+        assert_eq!(
+            s.listen.guard.max_connections,
+            DEFAULT_LISTEN_MAX_CONNECTIONS
         );
     }
 

@@ -5,17 +5,25 @@
 //!
 //! It never waits for delivery: outputs read the spool on their own. On shutdown it stops
 //! accepting, lets in-flight requests finish (new ones get 503) and returns.
+//!
+//! It defends the channel against local processes that would hold it hostage (no token is
+//! needed to open a connection): a connection cap (at the cap the longest-idle connection is
+//! closed for the new one; accept waits only when every one is busy), a watchdog per
+//! connection that closes idle and slow-header connections, per-read and minimum-rate
+//! timeouts on bodies, and a body budget taken as bytes arrive (`[listen]` in docs/relay.md).
 
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use sluice_channel::decode::{self, BatchError, DecodeLimits};
@@ -24,12 +32,14 @@ use sluice_channel::wire::{
     validate_idempotency_key, BATCHES_PATH, EVENTS_HEADER, IDEMPOTENCY_HEADER, LIMITS_PATH,
     MAX_TAG_BYTES,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Limits, ListenAddress};
-use crate::metrics::{Event, Metrics, Refusal};
+use crate::config::{ChannelGuard, Limits, ListenAddress};
+use crate::metrics::{Event, Metrics, Reaped, Refusal};
 use crate::spool::{AppendError, Appended, Spool};
 
 /// Errors of the listener itself (not of a request).
@@ -54,9 +64,12 @@ pub(crate) struct State {
     pub(crate) token: Option<String>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutting_down: AtomicBool,
-    /// Bodies being read or stored, in KiB: bounds the relay's memory whatever the number of
-    /// producers. A batch that does not fit now gets 503 + Retry-After.
+    /// Bodies being read or stored, in KiB, taken as the bytes arrive: bounds the relay's
+    /// memory whatever the number of producers. A batch that does not fit now gets 503 +
+    /// Retry-After.
     pub(crate) body_budget: tokio::sync::Semaphore,
+    /// The connection cap and timeouts of `[listen]`.
+    pub(crate) guard: ChannelGuard,
 }
 
 /// Memory for request bodies in flight, at least two of the largest accepted.
@@ -148,42 +161,80 @@ impl State {
 
     /// `POST /v1/batches`: checks the batch, stores it and answers once it is durable.
     async fn post_batch(&self, req: Request<Incoming>) -> Answer {
-        match self.store_batch(req).await {
+        let (parts, body) = req.into_parts();
+        let mut body = BodyReader::new(body, &self.guard);
+        let stored = self.store_batch(&parts.headers, &mut body).await;
+        match stored {
             Ok(Stored { events, duplicate }) => json(
                 StatusCode::OK,
                 serde_json::json!({"events": events, "duplicate": duplicate}),
             ),
             Err(refused) => {
+                // Read what is left of the body (bounded, no memory kept) so the producer
+                // reads this answer instead of a reset: closing a socket with unread bytes
+                // makes the kernel send RST, which can overtake the answer.
+                body.drain().await;
+                if body.timed_out {
+                    self.metrics.channel.reaped[Reaped::BodyTimeout as usize].inc();
+                }
                 self.metrics.record(Event::Refused {
                     why: refused.why,
                     status: refused.status.as_u16(),
                     message: &refused.message,
                 });
-                match refused.retry_after {
+                let mut answer = match refused.retry_after {
                     Some(secs) => busy(refused.status, &refused.message, secs),
                     None => error(refused.status, refused.message),
+                };
+                if !body.ended {
+                    // The rest of the body is not coming (or not read): this connection
+                    // cannot carry another request.
+                    answer
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
+                answer
             }
         }
     }
 
     /// The steps of a batch, in the order docs/channel.md answers them: headers, room, body,
     /// duplicate, lines, then the spool.
-    async fn store_batch(&self, req: Request<Incoming>) -> Result<Stored, Refused> {
-        let head = self.check_head(req.headers())?;
+    async fn store_batch(
+        &self,
+        headers: &HeaderMap,
+        body: &mut BodyReader,
+    ) -> Result<Stored, Refused> {
+        let head = self.check_head(headers)?;
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(self.unavailable("shutting down"));
         }
-        let _reserved = self.reserve_body(req.headers())?;
         let max_body = self.limits.max_body_bytes;
-        let body = read_body(req.into_body(), max_body)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge => {
-                    Refused::too_large(format!("body over limits.max_body_bytes ({max_body})"))
-                }
-                BodyError::Read(e) => Refused::bad_request(format!("body could not be read: {e}")),
-            })?;
+        let too_large =
+            || Refused::too_large(format!("body over limits.max_body_bytes ({max_body})"));
+        let declared = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(too_large());
+        }
+        // Held until the batch is stored or refused: its bytes are in memory until then.
+        let mut budget = Budget::new(&self.body_budget, &self.metrics);
+        let mut chunks = Vec::new();
+        while let Some(data) = body.next().await.map_err(|e| match e {
+            BodyError::Read(e) => Refused::bad_request(format!("body could not be read: {e}")),
+            BodyError::TimedOut(why) => self.unavailable(&why),
+        })? {
+            if body.received > max_body {
+                return Err(too_large());
+            }
+            if !budget.cover(body.received) {
+                return Err(self.unavailable("too many batch bytes in flight"));
+            }
+            chunks.push(data);
+        }
+        let body = concat(chunks);
         if let Some(events) = self.spool.lookup(&head.key) {
             self.metrics.record(Event::Duplicate);
             return Ok(Stored {
@@ -236,24 +287,6 @@ impl State {
             key,
             declared_events,
         })
-    }
-
-    /// Reserves the body's memory before reading it: its declared length, else the cap.
-    fn reserve_body(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<tokio::sync::SemaphorePermit<'_>, Refused> {
-        let max_body = self.limits.max_body_bytes;
-        let declared = headers
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(max_body)
-            .min(max_body);
-        let kib = (declared.div_ceil(1024).max(1)).min(u32::MAX as u64) as u32;
-        self.body_budget
-            .try_acquire_many(kib)
-            .map_err(|_| self.unavailable("too many batches in flight"))
     }
 
     /// Inflates and checks every line (off the I/O threads: it is CPU work); the number of
@@ -379,37 +412,171 @@ impl Refused {
     }
 }
 
-enum BodyError {
-    TooLarge,
-    Read(hyper::Error),
+/// Joins the frames of a body (one copy, only once the whole body is in).
+fn concat(chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut buf = bytes::BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in chunks {
+                buf.extend_from_slice(&c);
+            }
+            buf.freeze()
+        }
+    }
 }
 
-/// Past the cap, this much more is read and thrown away so the producer gets a clean 413
-/// instead of a reset connection; beyond it the connection is dropped.
+/// Part of the body budget, in KiB, taken as a body's bytes arrive and given back on drop.
+struct Budget<'a> {
+    semaphore: &'a Semaphore,
+    metrics: &'a Metrics,
+    kib: u32,
+}
+
+impl<'a> Budget<'a> {
+    fn new(semaphore: &'a Semaphore, metrics: &'a Metrics) -> Self {
+        Budget {
+            semaphore,
+            metrics,
+            kib: 0,
+        }
+    }
+
+    /// Takes what `bytes` in all need beyond what is held; false when the budget has not
+    /// that much left now.
+    fn cover(&mut self, bytes: u64) -> bool {
+        let want = bytes.div_ceil(1024).min(u32::MAX as u64) as u32;
+        let more = want.saturating_sub(self.kib);
+        if more == 0 {
+            return true;
+        }
+        match self.semaphore.try_acquire_many(more) {
+            Ok(permit) => {
+                permit.forget();
+                self.kib += more;
+                self.metrics
+                    .channel
+                    .body_budget_bytes
+                    .add(i64::from(more) << 10);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Budget<'_> {
+    fn drop(&mut self) {
+        self.semaphore.add_permits(self.kib as usize);
+        self.metrics
+            .channel
+            .body_budget_bytes
+            .add(-(i64::from(self.kib) << 10));
+    }
+}
+
+enum BodyError {
+    Read(hyper::Error),
+    /// The body stalled or fell below the rate floor; the reason, for the producer.
+    TimedOut(String),
+}
+
+/// Past a refusal, at most this much more of the body is read and thrown away so the producer
+/// gets a clean answer instead of a reset connection; beyond it the connection is dropped.
 const DRAIN_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Reads a body of at most `max` bytes; a larger one is drained (bounded) and refused.
-async fn read_body(mut body: Incoming, max: u64) -> Result<Bytes, BodyError> {
-    let mut buf = bytes::BytesMut::new();
-    let mut seen = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(BodyError::Read)?;
-        if let Ok(data) = frame.into_data() {
-            seen += data.len() as u64;
-            if seen <= max {
-                buf.extend_from_slice(&data);
-            } else {
-                buf = bytes::BytesMut::new();
-                if seen > max + DRAIN_BYTES {
-                    break;
+/// Reads a request body frame by frame under the `[listen]` body timeouts: each read must come
+/// within `body_read_timeout`, and once that first window is over the body must have kept up
+/// `min_body_bytes_per_sec` on average.
+struct BodyReader {
+    body: Incoming,
+    read_timeout: Duration,
+    min_rate: u64,
+    start: Instant,
+    last: Instant,
+    /// Bytes received so far.
+    received: u64,
+    /// The body's end was read.
+    ended: bool,
+    /// A read timed out (the connection is to be closed, not drained).
+    timed_out: bool,
+    /// A read failed.
+    failed: bool,
+}
+
+impl BodyReader {
+    fn new(body: Incoming, guard: &ChannelGuard) -> Self {
+        let now = Instant::now();
+        BodyReader {
+            ended: hyper::body::Body::is_end_stream(&body),
+            body,
+            read_timeout: guard.body_read_timeout,
+            min_rate: guard.min_body_bytes_per_sec,
+            start: now,
+            last: now,
+            received: 0,
+            timed_out: false,
+            failed: false,
+        }
+    }
+
+    /// When the next bytes must have come: the per-read timeout, or sooner the time by which
+    /// the bytes received so far plus the next one keep the rate floor.
+    fn deadline(&self) -> Instant {
+        let gap = self.last + self.read_timeout;
+        if self.min_rate == 0 {
+            return gap;
+        }
+        let allowed = Duration::from_secs_f64((self.received + 1) as f64 / self.min_rate as f64);
+        match (self.start + self.read_timeout).checked_add(allowed) {
+            Some(rate) => gap.min(rate.max(self.last)),
+            None => gap,
+        }
+    }
+
+    /// The next data of the body; `None` at its end.
+    async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
+        while !self.ended {
+            let frame = match tokio::time::timeout_at(self.deadline(), self.body.frame()).await {
+                Err(_) => {
+                    self.timed_out = true;
+                    let secs = self.start.elapsed().as_secs_f64();
+                    return Err(BodyError::TimedOut(format!(
+                        "the body stalled: {} bytes in {secs:.1} s (listen.body_read_timeout_ms, \
+                         listen.min_body_bytes_per_sec)",
+                        self.received
+                    )));
                 }
+                Ok(None) => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Ok(Some(Err(e))) => {
+                    self.failed = true;
+                    return Err(BodyError::Read(e));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                self.received += data.len() as u64;
+                self.last = Instant::now();
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads and throws away the rest of the body, at most [`DRAIN_BYTES`] more, under the
+    /// same timeouts; nothing when a read already failed or timed out.
+    async fn drain(&mut self) {
+        let limit = self.received.saturating_add(DRAIN_BYTES);
+        while !self.timed_out && !self.failed && !self.ended && self.received <= limit {
+            if self.next().await.is_err() {
+                break;
             }
         }
     }
-    if seen > max {
-        return Err(BodyError::TooLarge);
-    }
-    Ok(buf.freeze())
 }
 
 /// A bound listener.
@@ -472,6 +639,14 @@ pub(crate) fn write_address_file(path: &std::path::Path, text: &str) -> Result<(
 /// Serves `listener` until `stop` is cancelled, then waits (at most `grace`) for in-flight
 /// requests.
 ///
+/// At most `listen.max_connections` connections are open at once. At the cap, the connection
+/// that has waited longest for a request is closed to make room (closing an idle keep-alive
+/// connection is always allowed by HTTP; the producer opens another), so connections that do
+/// nothing can never keep a producer out. When every connection is busy with a request, the
+/// listener stops accepting rather than accepting and closing the newest: waiting connections
+/// stay in the kernel's backlog in arrival order and cost no descriptor of ours, and each gets
+/// its turn as soon as a request ends, instead of racing the others with failed attempts.
+///
 /// With a non-zero `linger` it goes on accepting connections and batches after `stop`, as long
 /// as any producer is still connected and at most `linger`: a collector stopping beside the
 /// relay (the same pod) still sends the batches of its last objects during its own shutdown,
@@ -486,16 +661,47 @@ pub(crate) async fn serve(
     let tracker = TaskTracker::new();
     // Tells connections to finish the request in flight and close instead of keeping alive.
     let close = CancellationToken::new();
-    let spawn = |io, tracker: &TaskTracker| {
-        tracker.spawn(serve_connection(io, state.clone(), close.clone()));
-    };
+    let slots = Arc::new(Semaphore::new(state.guard.max_connections));
+    let live = Mutex::new(Vec::<std::sync::Weak<Activity>>::new());
+    let mut last_cap_log: Option<Instant> = None;
+    let mut at_cap_since_log = 0u64;
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                state.metrics.channel.at_cap.inc();
+                at_cap_since_log += 1;
+                let evicted = evict_one(&live);
+                // Once per burst: at most one line a minute, however often the cap is hit.
+                if !last_cap_log.is_some_and(|t| t.elapsed() < CAP_LOG_INTERVAL) {
+                    tracing::warn!(
+                        max_connections = state.guard.max_connections,
+                        times = at_cap_since_log,
+                        "channel at listen.max_connections: the longest-idle connection is \
+                         closed for each new one; when every one is busy with a request, new \
+                         connections wait in the backlog"
+                    );
+                    last_cap_log = Some(Instant::now());
+                    at_cap_since_log = 0;
+                }
+                if !evicted {
+                    tracing::debug!("channel at its cap, every connection busy: accept waits");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             r = accept(&listener) => r,
         };
         match accepted {
-            Ok(io) => spawn(io, &tracker),
+            Ok(io) => spawn_connection(io, slot, &state, &live, &tracker, &close),
             Err(e) => accept_failed(e).await,
         }
     }
@@ -509,6 +715,7 @@ pub(crate) async fn serve(
         );
         let until = tokio::time::Instant::now() + linger;
         loop {
+            // Each connection takes a slot here too: the cap holds while lingering.
             let accepted = tokio::select! {
                 _ = tracker.wait() => break,
                 _ = tokio::time::sleep_until(until) => {
@@ -518,11 +725,15 @@ pub(crate) async fn serve(
                     );
                     break;
                 }
-                r = accept(&listener) => r,
+                r = async {
+                    let slot = slots.clone().acquire_owned().await;
+                    (slot, accept(&listener).await)
+                } => r,
             };
             match accepted {
-                Ok(io) => spawn(io, &tracker),
-                Err(e) => accept_failed(e).await,
+                (Ok(slot), Ok(io)) => spawn_connection(io, slot, &state, &live, &tracker, &close),
+                (_, Err(e)) => accept_failed(e).await,
+                (Err(_), _) => break,
             }
         }
     }
@@ -537,11 +748,64 @@ pub(crate) async fn serve(
     }
 }
 
+/// At the cap: closes the connection that has waited longest for a request (keep-alive idle
+/// first, then one whose headers are still coming), so that idle connections can never keep
+/// a new one out; false when every connection is busy with a request.
+fn evict_one(live: &Mutex<Vec<std::sync::Weak<Activity>>>) -> bool {
+    let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+    live.retain(|a| a.strong_count() > 0);
+    let mut candidates: Vec<(u8, Instant, Arc<Activity>)> = live
+        .iter()
+        .filter_map(|a| a.upgrade())
+        .filter_map(|a| {
+            let rank = match a.phase() {
+                Phase::Idle(since) => (0, since),
+                Phase::Head(since) => (1, since),
+                Phase::Busy | Phase::Evicted => return None,
+            };
+            Some((rank.0, rank.1, a))
+        })
+        .collect();
+    candidates.sort_by_key(|c| (c.0, c.1));
+    candidates.into_iter().any(|(_, _, a)| a.evict())
+}
+
+/// Serves one accepted connection on `tracker`, holding its cap `slot` until it ends.
+fn spawn_connection(
+    io: Box<dyn Io>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    state: &Arc<State>,
+    live: &Mutex<Vec<std::sync::Weak<Activity>>>,
+    tracker: &TaskTracker,
+    close: &CancellationToken,
+) {
+    let state = state.clone();
+    let close = close.clone();
+    let activity = Arc::new(Activity::new());
+    {
+        let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.len() >= 2 * state.guard.max_connections {
+            live.retain(|a| a.strong_count() > 0);
+        }
+        live.push(Arc::downgrade(&activity));
+    }
+    tracker.spawn(async move {
+        state.metrics.channel.connections.inc();
+        state.metrics.channel.connections_open.add(1);
+        serve_connection(io, activity, state.clone(), close).await;
+        state.metrics.channel.connections_open.add(-1);
+        drop(slot);
+    });
+}
+
 /// EMFILE and friends: wait a little rather than spin.
 async fn accept_failed(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
+
+/// How often, at most, reaching the connection cap is logged.
+const CAP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
@@ -560,22 +824,222 @@ async fn accept(listener: &Listener) -> std::io::Result<Box<dyn Io>> {
     }
 }
 
-async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, close: CancellationToken) {
-    let service = hyper::service::service_fn(move |req| state.clone().handle(req));
+/// Where a connection stands, for its watchdog.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// No request since then (just accepted, or its last answer given).
+    Idle(Instant),
+    /// The first bytes of a request came then; its headers are not all in.
+    Head(Instant),
+    /// A request is being handled: the body timeouts apply, not the watchdog.
+    Busy,
+    /// Chosen to make room at the cap: to be closed now.
+    Evicted,
+}
+
+/// A connection's phase, moved by its reads and its requests; the watchdog is told of each
+/// move.
+struct Activity {
+    phase: Mutex<Phase>,
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            // A new connection's first request must come within the header timeout: only a
+            // connection that has done a request since may idle longer.
+            phase: Mutex::new(Phase::Head(Instant::now())),
+            changed: Notify::new(),
+        }
+    }
+
+    fn set(&self, next: impl FnOnce(Phase) -> Option<Phase>) {
+        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = next(*phase) {
+            *phase = p;
+            self.changed.notify_one();
+        }
+    }
+
+    /// Bytes were read: an idle connection has started a request.
+    fn read(&self) {
+        self.set(|p| match p {
+            Phase::Idle(_) => Some(Phase::Head(Instant::now())),
+            _ => None,
+        });
+    }
+
+    fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the connection for closing unless a request is being handled on it.
+    fn evict(&self) -> bool {
+        let mut evicted = false;
+        self.set(|p| match p {
+            Phase::Idle(_) | Phase::Head(_) => {
+                evicted = true;
+                Some(Phase::Evicted)
+            }
+            Phase::Busy | Phase::Evicted => None,
+        });
+        evicted
+    }
+
+    /// A request came (its headers are in): false when the connection was evicted.
+    fn start_request(&self) -> bool {
+        let mut started = false;
+        self.set(|p| match p {
+            Phase::Evicted => None,
+            _ => {
+                started = true;
+                Some(Phase::Busy)
+            }
+        });
+        started
+    }
+
+    /// When, unless the phase moves, the connection is to be closed, and why.
+    fn deadline(&self, guard: &ChannelGuard) -> Option<(Instant, Reaped)> {
+        match *self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
+            Phase::Idle(since) => Some((since + guard.idle_timeout, Reaped::Idle)),
+            Phase::Head(since) => Some((since + guard.header_timeout, Reaped::HeaderTimeout)),
+            Phase::Busy => None,
+            Phase::Evicted => Some((Instant::now(), Reaped::Evicted)),
+        }
+    }
+}
+
+/// A connection's I/O that tells its [`Activity`] when bytes arrive.
+struct Watched {
+    io: Box<dyn Io>,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Serves one connection under its watchdog: closed when idle past `idle_timeout`, when a
+/// request's headers (the first one's counted from the connection's opening) take longer than
+/// `header_timeout`, or when evicted at the cap (hyper's own header timer is not used: it also
+/// runs while a keep-alive connection is idle, so the two could not differ).
+async fn serve_connection(
+    io: Box<dyn Io>,
+    activity: Arc<Activity>,
+    state: Arc<State>,
+    close: CancellationToken,
+) {
+    let io = Watched {
+        io,
+        activity: activity.clone(),
+    };
+    let guard = state.guard;
+    let metrics = state.metrics.clone();
+    let on_request = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let activity = on_request.clone();
+        async move {
+            if !activity.start_request() {
+                // Evicted just before this request came: the connection is being closed.
+                return Ok(busy(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "connection closed to make room",
+                    state.spool.retry_after_secs(),
+                ));
+            }
+            let answer = state.handle(req).await;
+            activity.set(|_| Some(Phase::Idle(Instant::now())));
+            answer
+        }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .header_read_timeout(None)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "channel connection ended with an error");
+    let mut stopping = false;
+    loop {
+        let deadline = activity.deadline(&guard);
+        let expired = async {
+            match deadline {
+                Some((at, why)) => {
+                    tokio::time::sleep_until(at).await;
+                    why
+                }
+                None => std::future::pending().await,
             }
-        }
-        _ = close.cancelled() => {
-            // Finish the request in flight, then close instead of keeping alive.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "channel connection ended with an error");
+                }
+                return;
+            }
+            _ = activity.changed.notified() => {}
+            why = expired => {
+                // The phase may have moved since the deadline was taken.
+                if activity.deadline(&guard).is_some_and(|(at, _)| at <= Instant::now()) {
+                    metrics.channel.reaped[why as usize].inc();
+                    tracing::debug!(reason = why.label(), "channel connection closed");
+                    return;
+                }
+            }
+            _ = close.cancelled(), if !stopping => {
+                // Finish the request in flight, then close instead of keeping alive.
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
         }
     }
 }

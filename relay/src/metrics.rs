@@ -144,6 +144,81 @@ const OUTPUT_CONFIRM_FAILURES: Metric = Metric::counter(
     &["output", "reason"],
 );
 
+const CHANNEL_CONNECTIONS_OPEN: Metric = Metric::gauge(
+    "sluice_relay_channel_connections_open",
+    "Channel connections open now (at most listen.max_connections).",
+    &[],
+);
+const CHANNEL_CONNECTIONS: Metric = Metric::counter(
+    "sluice_relay_channel_connections_total",
+    "Channel connections accepted.",
+    &[],
+);
+const CHANNEL_AT_CAP: Metric = Metric::counter(
+    "sluice_relay_channel_at_cap_total",
+    "Times a connection came with listen.max_connections open: the longest-idle one was closed for it, or, every one busy with a request, it waited.",
+    &[],
+);
+const CHANNEL_REAPED: Metric = Metric::counter(
+    "sluice_relay_channel_reaped_total",
+    "Channel connections closed by the relay, by reason (header_timeout, idle, body_timeout, evicted: the longest-idle one, to make room at the cap).",
+    &["reason"],
+);
+const CHANNEL_BODY_BUDGET: Metric = Metric::gauge(
+    "sluice_relay_channel_body_budget_bytes",
+    "Bytes of request bodies held now (read or being stored), counted in KiB steps.",
+    &[],
+);
+
+/// Why the relay closed a channel connection; the `reason` label of
+/// `sluice_relay_channel_reaped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reaped {
+    HeaderTimeout,
+    Idle,
+    BodyTimeout,
+    Evicted,
+}
+
+impl Reaped {
+    pub(crate) const ALL: [Reaped; 4] = [
+        Reaped::HeaderTimeout,
+        Reaped::Idle,
+        Reaped::BodyTimeout,
+        Reaped::Evicted,
+    ];
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Reaped::HeaderTimeout => "header_timeout",
+            Reaped::Idle => "idle",
+            Reaped::BodyTimeout => "body_timeout",
+            Reaped::Evicted => "evicted",
+        }
+    }
+}
+
+/// The channel listener's own figures (connections, not batches).
+#[derive(Debug, Default)]
+pub(crate) struct ChannelMetrics {
+    pub(crate) connections_open: Gauge,
+    pub(crate) connections: Counter,
+    pub(crate) at_cap: Counter,
+    pub(crate) reaped: [Counter; 4],
+    pub(crate) body_budget_bytes: Gauge,
+}
+
+impl ChannelMetrics {
+    fn render(&self, e: &mut Exposition) {
+        e.sample(&CHANNEL_CONNECTIONS_OPEN, &[], self.connections_open.get());
+        e.sample(&CHANNEL_CONNECTIONS, &[], self.connections.get());
+        e.sample(&CHANNEL_AT_CAP, &[], self.at_cap.get());
+        for r in Reaped::ALL {
+            e.sample(&CHANNEL_REAPED, &[r.label()], self.reaped[r as usize].get());
+        }
+        e.sample(&CHANNEL_BODY_BUDGET, &[], self.body_budget_bytes.get());
+    }
+}
+
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
 pub(crate) struct Counter(AtomicU64);
@@ -398,6 +473,8 @@ pub struct Metrics {
     pub(crate) spool_lost_segments: Counter,
     /// Idempotency keys forgotten because their batch could not be read back.
     pub(crate) spool_keys_forgotten: Counter,
+    /// The channel listener's connections.
+    pub(crate) channel: ChannelMetrics,
     outputs: BTreeMap<String, OutputMetrics>,
     /// Shared by outputs whose name is unknown (never in practice; keeps lookups total).
     fallback: OutputMetrics,
@@ -421,6 +498,7 @@ impl Metrics {
             spool_skipped_bytes: Counter::default(),
             spool_lost_segments: Counter::default(),
             spool_keys_forgotten: Counter::default(),
+            channel: ChannelMetrics::default(),
             outputs: outputs
                 .iter()
                 .map(|n| (n.clone(), OutputMetrics::default()))
@@ -569,6 +647,7 @@ impl Metrics {
         for (metric, counter) in spool_counters {
             e.sample(metric, &[], counter.get());
         }
+        self.channel.render(&mut e);
         let delivery: [(&Metric, Pick); 7] = [
             (&EVENTS_DELIVERED, |m| m.events_delivered.get() as i64),
             (&BYTES_DELIVERED, |m| m.bytes_delivered.get() as i64),
@@ -752,6 +831,13 @@ mod tests {
         m.spool_skipped_bytes.add(11);
         m.spool_lost_segments.add(12);
         m.spool_keys_forgotten.add(13);
+        m.channel.connections_open.set(14);
+        m.channel.connections.add(15);
+        m.channel.at_cap.add(16);
+        for (i, r) in Reaped::ALL.into_iter().enumerate() {
+            m.channel.reaped[r as usize].add(i as u64 + 17);
+        }
+        m.channel.body_budget_bytes.set(21);
         for (i, r) in Refusal::ALL.into_iter().enumerate() {
             m.refused[r as usize].add(i as u64 + 1);
         }

@@ -12,4 +12,5 @@ mod delivery;
 mod devo;
 mod drain;
 mod health;
+mod hostage;
 mod spool_damage;
