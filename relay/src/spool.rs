@@ -2061,6 +2061,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn corrupt_record_in_sealed_segment_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 1 << 20, 10);
+        let spool = open(&s, &["a", "b"]);
+        for (k, b) in [("k1", b"aaaa"), ("k2", b"bbbb"), ("k3", b"cccc")] {
+            spool.append(k, 1, Bytes::from_static(b)).await.unwrap();
+        }
+        spool.shutdown().await;
+        let seg = segment_path(dir.path(), 1);
+        let mut data = std::fs::read(&seg).unwrap();
+        let n = data.len();
+        data[n - 1] ^= 0xff;
+        std::fs::write(&seg, data).unwrap();
+        let (spool, metrics) = open_m(&s, &["a", "b"]);
+        for out in ["a", "b"] {
+            let mut r = spool.reader(out);
+            assert_eq!(next(&mut r).await.key, "k2");
+            assert_eq!(next(&mut r).await.key, "k3");
+        }
+        assert_eq!(metrics.spool_corrupt_records.get(), 1);
+        assert_eq!(metrics.spool_skipped_ranges.get(), 1);
+        spool.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn full_spool_refuses_then_frees_after_ack() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), 4096, 1024);
