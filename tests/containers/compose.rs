@@ -33,7 +33,9 @@ impl Project {
         let tool = std::env::var("SLUICE_COMPOSE").unwrap_or_else(|_| "docker-compose".into());
         let mut words = tool.split_whitespace();
         let mut cmd = Command::new(words.next().expect("a compose command"));
-        cmd.args(words).current_dir(workspace_root()).args(["-p", &self.name]);
+        cmd.args(words)
+            .current_dir(workspace_root())
+            .args(["-p", &self.name]);
         for f in FILES {
             cmd.args(["-f", f]);
         }
@@ -126,7 +128,10 @@ async fn compose_stdout_profile_brings_the_pair_up_and_lines_flow() {
     project.run(&["up", "-d"]);
     let relay = project.run(&["ps", "-q", "relay"]);
     let collector = project.run(&["ps", "-q", "collector"]);
-    assert!(!relay.is_empty() && !collector.is_empty(), "compose started no pair");
+    assert!(
+        !relay.is_empty() && !collector.is_empty(),
+        "compose started no pair"
+    );
 
     // The setup made the queue; the test uploads through moto's published port.
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -153,7 +158,9 @@ async fn compose_stdout_profile_brings_the_pair_up_and_lines_flow() {
             body.push_str(&format!("{id} hello from the compose test\n"));
             expected.push(id);
         }
-        wired.put(&format!("logs/compose-{o}.log"), body.into_bytes()).await;
+        wired
+            .put(&format!("logs/compose-{o}.log"), body.into_bytes())
+            .await;
     }
 
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -182,5 +189,11 @@ async fn compose_stdout_profile_brings_the_pair_up_and_lines_flow() {
         .filter(|(id, _)| id.starts_with("compose-"))
         .collect();
     tally(&expected, &ours);
-    figures("compose stdout", expected.len(), &ours, started.elapsed().as_secs_f64(), &Default::default());
+    figures(
+        "compose stdout",
+        expected.len(),
+        &ours,
+        started.elapsed().as_secs_f64(),
+        &Default::default(),
+    );
 }

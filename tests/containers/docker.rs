@@ -32,9 +32,7 @@ pub fn docker_output(args: &[&str]) -> Output {
 
 /// True when the image exists locally.
 pub fn image_exists(image: &str) -> bool {
-    docker_output(&["image", "inspect", image])
-        .status
-        .success()
+    docker_output(&["image", "inspect", image]).status.success()
 }
 
 /// One test's Docker objects, all named `<prefix>-...`, removed on drop (containers first,

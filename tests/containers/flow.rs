@@ -42,14 +42,24 @@ async fn relay_killed_and_restarted_loses_nothing() {
         depth.1 > 0 && depth.0 + depth.1 >= OBJECTS as u64
     })
     .await;
-    assert!(held, "the collector did not hold the messages: queue {:?}", lab.wired.depth().await);
+    assert!(
+        held,
+        "the collector did not hold the messages: queue {:?}",
+        lab.wired.depth().await
+    );
 
     docker(&["start", &relay]);
     let got = lab.wait_all(&expected, Duration::from_secs(120)).await;
     lab.sample_peaks(&[&relay, &collector]);
     let (lines, ids, dups) = tally(&expected, &got);
     println!("relay killed after {arrived_at_kill} lines had arrived; {lines} lines, {ids} ids, {dups} duplicates");
-    figures("relay kill", expected.len(), &got, started.elapsed().as_secs_f64(), &lab.peaks);
+    figures(
+        "relay kill",
+        expected.len(),
+        &got,
+        started.elapsed().as_secs_f64(),
+        &lab.peaks,
+    );
     check_bound(&lab);
 }
 
@@ -72,14 +82,20 @@ async fn relay_cut_off_for_30s_loses_nothing() {
     let second = lab.put_objects("cut", OBJECTS..2 * OBJECTS, LINES).await;
     // The collector deletes a message only once the relay answered 200 (durable in its spool):
     // the queue empties while none of the second wave can reach the receiver.
-    let taken = sluice_testkit::wait::wait_for(Duration::from_secs(25), || {
-        futures_depth(&lab) == (0, 0)
-    })
-    .await;
+    let taken =
+        sluice_testkit::wait::wait_for(Duration::from_secs(25), || futures_depth(&lab) == (0, 0))
+            .await;
     let during = lab.received();
     let through = second.iter().filter(|id| during.contains_key(*id)).count();
-    assert_eq!(through, 0, "lines reached the receiver through a cut network");
-    assert!(taken, "the relay's spool did not take the second wave: queue {:?}", lab.wired.depth().await);
+    assert_eq!(
+        through, 0,
+        "lines reached the receiver through a cut network"
+    );
+    assert!(
+        taken,
+        "the relay's spool did not take the second wave: queue {:?}",
+        lab.wired.depth().await
+    );
     lab.sample_peaks(&[&relay, &collector]);
 
     // The 30 s of the cut are the scenario itself, not a guess at a state.
@@ -90,23 +106,33 @@ async fn relay_cut_off_for_30s_loses_nothing() {
     let got = lab.wait_all(&expected, Duration::from_secs(120)).await;
     lab.sample_peaks(&[&relay, &collector, &lab.receiver.clone(), &lab.moto.clone()]);
     let (lines, ids, dups) = tally(&expected, &got);
-    println!("cut for {:.1} s; {lines} lines, {ids} ids, {dups} duplicates", cut_at.elapsed().as_secs_f64());
-    figures("network cut 30 s", expected.len(), &got, started.elapsed().as_secs_f64(), &lab.peaks);
+    println!(
+        "cut for {:.1} s; {lines} lines, {ids} ids, {dups} duplicates",
+        cut_at.elapsed().as_secs_f64()
+    );
+    figures(
+        "network cut 30 s",
+        expected.len(),
+        &got,
+        started.elapsed().as_secs_f64(),
+        &lab.peaks,
+    );
     check_bound(&lab);
 }
 
 /// The queue's (visible, in flight), from a blocking context inside the runtime.
 pub fn futures_depth(lab: &Lab) -> (u64, u64) {
-    tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(lab.wired.depth())
-    })
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(lab.wired.depth()))
 }
 
 /// Every sampled sluice container stayed under [`MEMORY_BOUND`].
 pub fn check_bound(lab: &Lab) {
     for (c, peak) in &lab.peaks {
         if c.starts_with("relay") || c.starts_with("collector") {
-            assert!(*peak < MEMORY_BOUND, "{c}: peak {peak} bytes over {MEMORY_BOUND}");
+            assert!(
+                *peak < MEMORY_BOUND,
+                "{c}: peak {peak} bytes over {MEMORY_BOUND}"
+            );
         }
     }
 }

@@ -26,13 +26,21 @@ async fn three_pairs_one_collector_killed_every_line_arrives() {
     })
     .await;
     assert!(flowing, "lines did not start flowing");
-    let all: Vec<&str> = relays.iter().chain(&collectors).map(String::as_str).collect();
+    let all: Vec<&str> = relays
+        .iter()
+        .chain(&collectors)
+        .map(String::as_str)
+        .collect();
     lab.sample_peaks(&all);
     docker(&["kill", &collectors[1]]);
     let at_kill: usize = lab.received().values().sum();
 
     let got = lab.wait_all(&expected, Duration::from_secs(120)).await;
-    let alive: Vec<&str> = all.iter().copied().filter(|c| *c != collectors[1]).collect();
+    let alive: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|c| *c != collectors[1])
+        .collect();
     lab.sample_peaks(&alive);
     let (lines, ids, dups) = tally(&expected, &got);
     println!(
@@ -40,6 +48,12 @@ async fn three_pairs_one_collector_killed_every_line_arrives() {
          (ratio {:.4})",
         dups as f64 / ids as f64
     );
-    figures("scale-out 3 pairs, 1 killed", expected.len(), &got, started.elapsed().as_secs_f64(), &lab.peaks);
+    figures(
+        "scale-out 3 pairs, 1 killed",
+        expected.len(),
+        &got,
+        started.elapsed().as_secs_f64(),
+        &lab.peaks,
+    );
     check_bound(&lab);
 }

@@ -139,11 +139,8 @@ impl Lab {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         Pki::generate(&etc.join("certs"), "", "sluice-ct CA", &["receiver"]).expect("pki");
-        std::fs::set_permissions(
-            etc.join("certs"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(etc.join("certs"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         for f in std::fs::read_dir(etc.join("certs")).unwrap() {
             let f = f.unwrap().path();
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -206,7 +203,9 @@ impl Lab {
                 format!("{spool}:/var/lib/sluice-relay"),
             ],
             entrypoint: Some("/usr/local/bin/sluice-relay".into()),
-            args: ["--config", "/etc/sluice/relay.toml"].map(String::from).to_vec(),
+            args: ["--config", "/etc/sluice/relay.toml"]
+                .map(String::from)
+                .to_vec(),
             ..Spec::default()
         });
         wait_log(&relay, "relay listening", Duration::from_secs(30));
@@ -266,7 +265,11 @@ impl Lab {
 
     /// Waits until every id in `expected` arrived and the queue holds no message; panics with
     /// the counts after `timeout`.
-    pub async fn wait_all(&self, expected: &[String], timeout: Duration) -> BTreeMap<String, usize> {
+    pub async fn wait_all(
+        &self,
+        expected: &[String],
+        timeout: Duration,
+    ) -> BTreeMap<String, usize> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.received();
@@ -291,7 +294,9 @@ impl Lab {
     pub fn sample_peaks(&mut self, containers: &[&str]) {
         for c in containers {
             if let Some(p) = peak_memory(c) {
-                let short = c.strip_prefix(&format!("{}-", self.run.prefix)).unwrap_or(c);
+                let short = c
+                    .strip_prefix(&format!("{}-", self.run.prefix))
+                    .unwrap_or(c);
                 let e = self.peaks.entry(short.to_string()).or_insert(0);
                 *e = (*e).max(p);
             }
@@ -314,14 +319,28 @@ pub fn count_ids(text: &str) -> BTreeMap<String, usize> {
 
 /// (lines received, distinct ids, duplicates) of `got`, checking every expected id is there.
 pub fn tally(expected: &[String], got: &BTreeMap<String, usize>) -> (usize, usize, usize) {
-    let missing: Vec<&String> = expected.iter().filter(|id| !got.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "lost: {} ids, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !got.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost: {} ids, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     let lines: usize = got.values().sum();
     (lines, got.len(), lines - got.len())
 }
 
 /// One row of the figures table, printed (the test's output is the record).
-pub fn figures(case: &str, expected: usize, got: &BTreeMap<String, usize>, secs: f64, peaks: &BTreeMap<String, u64>) {
+pub fn figures(
+    case: &str,
+    expected: usize,
+    got: &BTreeMap<String, usize>,
+    secs: f64,
+    peaks: &BTreeMap<String, u64>,
+) {
     let lines: usize = got.values().sum();
     let dups = lines - got.len();
     let peaks: Vec<String> = peaks
@@ -383,4 +402,3 @@ sqs_visibility_timeout = {visibility}
 "#
     )
 }
-

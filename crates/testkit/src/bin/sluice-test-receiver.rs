@@ -82,7 +82,10 @@ async fn main() {
             eprintln!("sluice-test-receiver: bind {}: {e}", args.listen);
             std::process::exit(2);
         });
-    eprintln!("listening on {}", listener.local_addr().expect("local address"));
+    eprintln!(
+        "listening on {}",
+        listener.local_addr().expect("local address")
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     // As PID 1 in a container no signal has a default action: exit on SIGTERM ourselves.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
