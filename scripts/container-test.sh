@@ -6,6 +6,7 @@
 # FIGURES row: lines, duplicates, duplicate ratio, duration, peak memory per container.
 # Usage: scripts/container-test.sh [--profile release|dev] [TEST FILTER...]
 #   --profile dev reuses the debug binaries `cargo test --workspace` built (scripts/test.sh).
+#   SLUICE_SKIP_IMAGES=1 uses the sluice and moto images as they are (a rerun).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=release
@@ -15,7 +16,7 @@ if ! docker info >/dev/null 2>&1; then
   echo "container-test: no Docker engine answers (docker info failed)" >&2
   exit 1
 fi
-bash scripts/images.sh --profile "$PROFILE"
+if [ "${SLUICE_SKIP_IMAGES:-}" != 1 ]; then bash scripts/images.sh --profile "$PROFILE"; fi
 
 if [ "$PROFILE" = dev ]; then
   DIR=debug

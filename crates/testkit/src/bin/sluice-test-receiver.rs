@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use sluice_testkit::tls::{server_config, ServerTls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+const USAGE: &str = "usage: sluice-test-receiver [--listen ADDR] --cert PEM --key PEM \
+                     --client-ca PEM --out FILE";
+
 struct Args {
     listen: String,
     tls: ServerTls,
@@ -29,6 +32,9 @@ fn args() -> Result<Args, String> {
     let (mut cert, mut key, mut ca, mut out) = (None, None, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            return Err(USAGE.into());
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = Some(value),
