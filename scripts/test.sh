@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-moto.sh
+bash scripts/validate-deploy.sh   # every manifest under deploy/ against the Kubernetes and KEDA schemas
 cargo test --workspace "$@"
 if [ "${SLUICE_SKIP_CONTAINERS:-}" != 1 ] && docker info >/dev/null 2>&1; then
   bash scripts/container-test.sh --profile dev

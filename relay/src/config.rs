@@ -45,6 +45,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 /// `listen.shutdown_timeout_secs`: how long requests, then outputs, may take to finish on
 /// SIGTERM, in seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// `listen.drain_timeout_secs`: 0, no drain: on SIGTERM undelivered batches stay in the spool
+/// for the next start.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 0;
 /// `limits.max_body_bytes`: compressed body of one POST, 16 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 /// Highest accepted `limits.max_body_bytes`: spool records carry a u32 length, so a body
@@ -207,6 +210,7 @@ pub struct RawListen {
     pub address_file: Option<PathBuf>,
     pub token: Option<String>,
     pub shutdown_timeout_secs: Option<u64>,
+    pub drain_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -347,6 +351,9 @@ pub struct ListenSettings {
     /// Bearer token; never printed (see the manual `Debug`).
     pub token: Option<String>,
     pub shutdown_timeout: Duration,
+    /// On stop, how long outputs may go on delivering until the spool is empty; zero for no
+    /// drain (the spool keeps what is left for the next start).
+    pub drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for ListenSettings {
@@ -356,6 +363,7 @@ impl std::fmt::Debug for ListenSettings {
             .field("address_file", &self.address_file)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("drain_timeout", &self.drain_timeout)
             .finish()
     }
 }
@@ -540,6 +548,9 @@ fn validate_listen(raw: RawListen) -> Result<ListenSettings, ConfigError> {
         shutdown_timeout: Duration::from_secs(
             raw.shutdown_timeout_secs
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+        ),
+        drain_timeout: Duration::from_secs(
+            raw.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
         ),
     })
 }
@@ -1168,6 +1179,25 @@ mod tests {
         assert!(checked.contains(&"relay.toml".to_string()), "{checked:?}");
     }
 
+    /// The Kubernetes manifests carry their own relay.toml (a block scalar of the ConfigMap):
+    /// it must validate too, and drain on stop (a scaled-in pod's volume may not come back).
+    #[test]
+    fn kubernetes_configmap_relay_config_validates_and_drains() {
+        let yaml = std::fs::read_to_string(repo_file("deploy/kubernetes/configmap.yaml")).unwrap();
+        let mut lines = yaml.lines().skip_while(|l| l.trim() != "relay.toml: |");
+        assert!(lines.next().is_some(), "configmap.yaml has no relay.toml");
+        // The block: every line indented by 4, or empty, up to the next key.
+        let text: String = lines
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let env = |name: &str| (name == "SLUICE_RELAY_TOKEN").then(|| "t0ken".to_string());
+        let settings = Settings::from_toml(&text, Path::new("configmap.yaml"), &env)
+            .unwrap_or_else(|e| panic!("deploy/kubernetes/configmap.yaml relay.toml: {e}"));
+        assert!(!settings.listen.drain_timeout.is_zero());
+        assert_eq!(settings.outputs[0].type_name, "devo");
+    }
+
     /// The rows of docs/relay.md's table(s) under the heading that starts with `heading`: each
     /// key (the backticked names of the first cell) with the first word of its default cell,
     /// backticks and quotes removed.
@@ -1235,6 +1265,7 @@ mod tests {
             &[
                 ("address", &DEFAULT_LISTEN),
                 ("shutdown_timeout_secs", &DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+                ("drain_timeout_secs", &DEFAULT_DRAIN_TIMEOUT_SECS),
             ],
         );
         check(

@@ -471,40 +471,76 @@ pub(crate) fn write_address_file(path: &std::path::Path, text: &str) -> Result<(
 
 /// Serves `listener` until `stop` is cancelled, then waits (at most `grace`) for in-flight
 /// requests.
+///
+/// With a non-zero `linger` it goes on accepting connections and batches after `stop`, as long
+/// as any producer is still connected and at most `linger`: a collector stopping beside the
+/// relay (the same pod) still sends the batches of its last objects during its own shutdown,
+/// and they should land here rather than be refused and redelivered elsewhere.
 pub(crate) async fn serve(
     listener: Listener,
     state: Arc<State>,
     stop: CancellationToken,
     grace: Duration,
+    linger: Duration,
 ) {
     let tracker = TaskTracker::new();
+    // Tells connections to finish the request in flight and close instead of keeping alive.
+    let close = CancellationToken::new();
+    let spawn = |io, tracker: &TaskTracker| {
+        tracker.spawn(serve_connection(io, state.clone(), close.clone()));
+    };
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             r = accept(&listener) => r,
         };
         match accepted {
-            Ok(io) => {
-                let state = state.clone();
-                let stop = stop.clone();
-                tracker.spawn(serve_connection(io, state, stop));
-            }
-            Err(e) => {
-                // EMFILE and friends: wait a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(io) => spawn(io, &tracker),
+            Err(e) => accept_failed(e).await,
+        }
+    }
+    // A closed tracker still takes tasks; `wait` resolves whenever it holds none, that is when
+    // no producer is connected.
+    tracker.close();
+    if !linger.is_zero() && !tracker.is_empty() {
+        tracing::info!(
+            connections = tracker.len(),
+            "stopping: still accepting while producers are connected, at most {linger:?}"
+        );
+        let until = tokio::time::Instant::now() + linger;
+        loop {
+            let accepted = tokio::select! {
+                _ = tracker.wait() => break,
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::warn!(
+                        connections = tracker.len(),
+                        "stopping: producers still connected after {linger:?}; refusing new batches"
+                    );
+                    break;
+                }
+                r = accept(&listener) => r,
+            };
+            match accepted {
+                Ok(io) => spawn(io, &tracker),
+                Err(e) => accept_failed(e).await,
             }
         }
     }
     state.shutting_down.store(true, Ordering::Relaxed);
+    close.cancel();
     if let Listener::Unix(_, p) = &listener {
         let _ = std::fs::remove_file(p);
     }
     drop(listener);
-    tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("shutdown: in-flight requests still running after {grace:?}; leaving them");
     }
+}
+
+/// EMFILE and friends: wait a little rather than spin.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -524,7 +560,7 @@ async fn accept(listener: &Listener) -> std::io::Result<Box<dyn Io>> {
     }
 }
 
-async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: CancellationToken) {
+async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, close: CancellationToken) {
     let service = hyper::service::service_fn(move |req| state.clone().handle(req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -536,7 +572,7 @@ async fn serve_connection(io: Box<dyn Io>, state: Arc<State>, stop: Cancellation
                 tracing::debug!(error = %e, "channel connection ended with an error");
             }
         }
-        _ = stop.cancelled() => {
+        _ = close.cancelled() => {
             // Finish the request in flight, then close instead of keeping alive.
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;

@@ -285,6 +285,9 @@ struct Shared {
     /// them again.
     bad: Mutex<BTreeMap<(u64, u64), u64>>,
     committed: watch::Sender<Position>,
+    /// Each output's cursor, republished by the writer whenever an ack moves one, so the
+    /// relay's drain on stop can tell when every output has caught up (app.rs).
+    delivered: watch::Sender<HashMap<String, Position>>,
     metrics: Arc<Metrics>,
 }
 
@@ -869,6 +872,7 @@ impl Spool {
             segment: active,
             offset: 0,
         });
+        let (delivered, _) = watch::channel(cursors.clone());
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             settings: settings.clone(),
@@ -877,6 +881,7 @@ impl Spool {
             segments: Mutex::new(segments),
             bad: Mutex::new(recovered.bad),
             committed,
+            delivered,
             metrics,
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -982,6 +987,36 @@ impl Spool {
             },
             last_damage: None,
         }
+    }
+
+    /// Bytes of spooled records each output has not delivered yet (everything after its
+    /// cursor), by output name, sorted. All zero means every output has caught up.
+    pub(crate) fn undelivered(&self) -> Vec<(String, u64)> {
+        let cursors = self.shared.delivered.borrow().clone();
+        let segments = lock(&self.shared.segments);
+        let mut left: Vec<(String, u64)> = cursors
+            .into_iter()
+            .map(|(name, c)| {
+                let bytes = segments
+                    .range(c.segment..)
+                    .map(|(id, size)| {
+                        if *id == c.segment {
+                            size.saturating_sub(c.offset)
+                        } else {
+                            *size
+                        }
+                    })
+                    .sum();
+                (name, bytes)
+            })
+            .collect();
+        left.sort();
+        left
+    }
+
+    /// Changes whenever an output's cursor moves (see [`Spool::undelivered`]).
+    pub(crate) fn delivery_progress(&self) -> watch::Receiver<HashMap<String, Position>> {
+        self.shared.delivered.subscribe()
     }
 
     /// Stops the writer after the commands already sent, syncing what it holds.
@@ -1393,6 +1428,7 @@ impl Writer {
             if acked {
                 self.persist_cursors();
                 self.collect_garbage();
+                self.shared.delivered.send_replace(self.cursors.clone());
             }
             if self.keys_rewrite {
                 self.compact_keys();

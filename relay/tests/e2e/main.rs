@@ -10,4 +10,5 @@ mod confirm;
 mod crash;
 mod delivery;
 mod devo;
+mod drain;
 mod spool_damage;
