@@ -20,7 +20,9 @@ if [ "${SLUICE_SKIP_IMAGES:-}" != 1 ]; then bash scripts/images.sh --profile "$P
 
 if [ "$PROFILE" = dev ]; then
   DIR=debug
-  cargo build -p sluice-testkit --bin sluice-test-receiver
+  # The workspace with its tests: the same features `cargo test --workspace` built with, so
+  # only the receiver binary is new.
+  cargo build --workspace --tests --bins
 else
   DIR=$PROFILE
   cargo build --profile "$PROFILE" -p sluice-testkit --bin sluice-test-receiver
@@ -33,7 +35,7 @@ strip "$CTX/sluice-test-receiver"
 docker build -q -t "${SLUICE_RECEIVER_IMAGE:-sluice-test-receiver:local}" "$CTX" >/dev/null
 
 # The suite is compiled in the test profile (debug); the images hold the binaries under test.
-SLUICE_CONTAINER_TESTS=1 cargo test --test containers -- --test-threads=1 --nocapture "$@" \
+SLUICE_CONTAINER_TESTS=1 cargo test --workspace --test containers -- --test-threads=1 --nocapture "$@" \
   2>&1 | tee "target/container-test.log"
 echo "figures:" >&2
 grep '^FIGURES' target/container-test.log >&2 || true

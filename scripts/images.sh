@@ -64,7 +64,7 @@ build_runtime() {
   if [ "$PROFILE" = dev ]; then
     # The binaries `cargo test --workspace` already built (same features): no second build.
     dir=debug
-    cargo build --workspace --tests
+    cargo build --workspace --tests --bins
   else
     cargo build --profile "$PROFILE" -p sluice -p sluice-relay --bins
   fi
