@@ -364,7 +364,10 @@ async fn tls_receiver_that_closes_without_close_notify_never_confirms() {
         key: pki.server_key.clone(),
         client_ca: pki.chain.clone(),
     };
-    // Reads every line, but answers our close_notify with a bare TCP close.
+    // Reads every line, but answers our close_notify with a bare TCP close. Each connection
+    // resends from the first unconfirmed batch, so the confirmation interval must let one
+    // connection carry every batch however loaded the machine (at 200 ms it did not, and the
+    // rude receiver never saw the last lines).
     let rude = Receiver::start_opts(
         "127.0.0.1:0",
         Some(tls()),
@@ -379,7 +382,7 @@ async fn tls_receiver_that_closes_without_close_notify_never_confirms() {
         "[[outputs]]\ntype = \"devo\"\nname = \"devo\"\nhostname = \"testhost\"\n\
          devo_address = \"localhost:{port}\"\nchain_filename = \"{}\"\ncert_filename = \"{}\"\n\
          key_filename = \"{}\"\nbackoff_initial_ms = 50\nbackoff_max_ms = 400\n\
-         confirm_interval_ms = 200\n",
+         confirm_interval_ms = 2000\n",
         path_str(&pki.chain),
         path_str(&pki.client_cert),
         path_str(&pki.client_key),
