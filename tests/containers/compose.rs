@@ -17,8 +17,6 @@ use crate::stack::{count_ids, figures, tally, Images, TAG};
 struct Project {
     name: String,
     env: Vec<(String, String)>,
-    /// A further override file (the health-check fallback), after [`FILES`].
-    extra: Option<std::path::PathBuf>,
 }
 
 const FILES: [&str; 3] = [
@@ -38,9 +36,6 @@ impl Project {
             .args(["-p", &self.name]);
         for f in FILES {
             cmd.args(["-f", f]);
-        }
-        if let Some(extra) = &self.extra {
-            cmd.arg("-f").arg(extra);
         }
         cmd.args(args);
         for (k, v) in &self.env {
@@ -69,31 +64,6 @@ impl Drop for Project {
     }
 }
 
-/// Replaces the health checks with `--help` (exit 0) for images without `health`.
-const HEALTH_FALLBACK: &str = r#"services:
-  relay:
-    healthcheck:
-      test: ["CMD", "/usr/local/bin/sluice-relay", "--help"]
-  collector:
-    healthcheck:
-      test: ["CMD", "/usr/local/bin/sluice", "--help"]
-"#;
-
-/// True when `image`'s binaries know the `health` subcommand (clap names an unknown one).
-fn has_health_subcommand(image: &str) -> bool {
-    let out = docker_output(&[
-        "run",
-        "--rm",
-        "--entrypoint",
-        "/usr/local/bin/sluice-relay",
-        image,
-        "health",
-        "--config",
-        "/nonexistent",
-    ]);
-    !String::from_utf8_lossy(&out.stderr).contains("unexpected argument 'health'")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_stdout_profile_brings_the_pair_up_and_lines_flow() {
     if !crate::enabled("compose_stdout_profile_brings_the_pair_up_and_lines_flow") {
@@ -103,20 +73,7 @@ async fn compose_stdout_profile_brings_the_pair_up_and_lines_flow() {
     let images = Images::from_env();
     let base = std::env::var("SLUICE_CT_PREFIX").unwrap_or_else(|_| "sluice-ct".into());
     let port = sluice_testkit::free_port();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let extra = (!has_health_subcommand(&images.sluice)).then(|| {
-        // Until the image has `health` (another change adds it), the checks run `--help`:
-        // they prove the exec form works in a shell-less image, not the pair's health.
-        eprintln!(
-            "{}: no `health` subcommand: the compose health checks fall back to `--help`",
-            images.sluice
-        );
-        let path = dir.path().join("docker-compose.health-fallback.yml");
-        std::fs::write(&path, HEALTH_FALLBACK).unwrap();
-        path
-    });
     let project = Project {
-        extra,
         name: format!("{base}-{}-compose", std::process::id()).replace('.', "-"),
         env: vec![
             ("SLUICE_IMAGE".into(), images.sluice.clone()),
