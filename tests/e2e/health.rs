@@ -5,44 +5,15 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use sluice_testkit::health::{code, expect, stderr, BOUND, SLACK};
 
 use crate::support::*;
 
-/// What starting the debug binary may add to the probe's own timeout on a busy machine.
-const SLACK: Duration = Duration::from_millis(1500);
-/// The default timeout (2 s) plus [`SLACK`].
-const BOUND: Duration = Duration::from_millis(3500);
-
 /// `sluice health --config config [extra…]`, with its wall time.
 fn health(config: &Path, extra: &[&str]) -> (Output, Duration) {
-    let started = Instant::now();
-    let out = Command::new(collector_binary())
-        .arg("health")
-        .arg("--config")
-        .arg(config)
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run sluice health");
-    (out, started.elapsed())
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("health exited by a signal")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts the exit code, one line on stderr containing `needle`, nothing on stdout.
-fn expect(out: &Output, want: i32, needle: &str) {
-    let text = stderr(out);
-    assert_eq!(code(out), want, "stderr: {text}");
-    assert_eq!(text.lines().count(), 1, "one line expected: {text}");
-    assert!(text.contains(needle), "{needle:?} not in {text:?}");
-    assert!(out.stdout.is_empty(), "stdout: {:?}", out.stdout);
+    sluice_testkit::health::run(collector_binary(), config, extra)
 }
 
 /// Runs `health` until it exits `want` (or the deadline passes); the last run.

@@ -18,6 +18,7 @@
 
 pub mod devo;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod moto;
 pub mod pki;
